@@ -1,0 +1,143 @@
+"""Is data loading the bottleneck? Mixtures per second per worker against training steps per second.
+
+Composes the real config (same overrides as ``train.py``), then, in one run:
+
+1. times the training data set in this process (what one DataLoader worker does): mixtures/s
+   per worker, after a warm-up batch;
+2. optionally times a DataLoader with ``--workers N`` processes (mixtures/s in total);
+3. times training steps of the configured model on batches of the configured size
+   (forward, per-source loss, weighting, backward, Adam: ``ugr_experiments.train.train_step``);
+4. prints how many mixtures/s training consumes and how many workers keep up with it.
+
+Example, on the real clips (manifests as in the README's "Data" section)::
+
+    python scripts/bench_data.py dataset=cross paths.manifests=/tmp/manifests
+    python scripts/bench_data.py dataset=esc50 paths.manifests=/tmp/manifests --workers 2
+
+On a machine where workers and training share few cores, the per-worker figure is an upper
+bound: workers take cores from the training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ugr_experiments.config import to_plain  # noqa: E402
+from ugr_experiments.data import build_datasets, collate_mixtures  # noqa: E402
+from ugr_experiments.models import build_model  # noqa: E402
+from ugr_experiments.train import pick_device, train_step  # noqa: E402
+from ugr_experiments.weighting import Progress, build_weighting  # noqa: E402
+
+
+def time_dataset(dataset, n: int, warmup: int) -> float:
+    """Mixtures per second of ``dataset`` read in this process (one worker's work)."""
+    for i in range(warmup):
+        dataset[i % len(dataset)]
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[(warmup + i) % len(dataset)]
+    return n / (time.perf_counter() - start)
+
+
+def time_loader(dataset, batch_size: int, workers: int, batches: int) -> float:
+    """Mixtures per second through a DataLoader with ``workers`` processes (startup excluded)."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_mixtures
+    )
+    it = iter(loader)
+    next(it)  # workers started and warm
+    start, count = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            count += len(next(it)["index"])
+        except StopIteration:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def time_steps(cfg: dict, dataset, steps: int) -> tuple[float, int]:
+    """Training steps per second of the configured model; returns (steps/s, parameters)."""
+    device = pick_device(cfg["device"])
+    model_cfg = dict(cfg["model"])
+    model = build_model(model_cfg.pop("name"), **model_cfg).to(device)
+    weighting = build_weighting(cfg["weighting"], dataset.class_names, dataset.group_names)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
+    batch = collate_mixtures([dataset[i % len(dataset)] for i in range(cfg["train"]["batch_size"])])
+    clip = cfg["optim"]["grad_clip"]
+    train_step(model, batch, weighting, optimizer, Progress(0, 0), clip, device)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for k in range(steps):
+        train_step(model, batch, weighting, optimizer, Progress(k + 1, 0), clip, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for train.py")
+    parser.add_argument("--mixtures", type=int, default=100, help="mixtures timed per worker")
+    parser.add_argument("--steps", type=int, default=3, help="training steps timed")
+    parser.add_argument("--workers", type=int, default=0, help="also time a DataLoader with N")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = to_plain(compose(config_name="config", overrides=args.overrides))
+    tr, data_cfg = cfg["train"], cfg["dataset"]
+    train_set = build_datasets(data_cfg, cfg["seed"], max(args.mixtures + 64, 256))["train"]
+    per_worker = time_dataset(train_set, args.mixtures, warmup=tr["batch_size"])
+    loader = time_loader(train_set, tr["batch_size"], args.workers, 8) if args.workers else None
+    steps_per_s, params = time_steps(cfg, train_set, args.steps)
+    needed = steps_per_s * tr["batch_size"]
+    fig = {
+        "dataset": data_cfg["name"],
+        "segment_seconds": data_cfg["segment_seconds"],
+        "sample_rate": data_cfg["sample_rate"],
+        "batch_size": tr["batch_size"],
+        "model": cfg["model"]["name"],
+        "parameters": params,
+        "device": cfg["device"],
+        "torch_threads": torch.get_num_threads(),
+        "mixtures_per_s_per_worker": per_worker,
+        "loader_workers": args.workers,
+        "loader_mixtures_per_s": loader,
+        "train_steps_per_s": steps_per_s,
+        "mixtures_per_s_needed": needed,
+        "workers_needed": math.ceil(needed / per_worker),
+    }
+    print(
+        f"data   {fig['dataset']}: {data_cfg['segment_seconds']} s at {data_cfg['sample_rate']} Hz"
+        f" -> {per_worker:8.1f} mixtures/s per worker"
+    )
+    if loader is not None:
+        print(f"loader {args.workers} workers: {loader:8.1f} mixtures/s")
+    print(
+        f"train  {fig['model']} ({params:,} parameters), batch {tr['batch_size']}: "
+        f"{steps_per_s:8.3f} steps/s = {needed:8.1f} mixtures/s consumed"
+    )
+    verdict = (
+        "data loading is NOT the bottleneck"
+        if per_worker >= needed
+        else (f"one worker cannot keep up; use train.num_workers>={fig['workers_needed']}")
+    )
+    print(f"=> one worker supplies {per_worker / needed:.1f}x what training consumes: {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return fig
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Shared test helpers: the real config tree, shrunk for the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Overrides that make any run take seconds on 2 cores.
+TINY = [
+    "train.epochs=1",
+    "train.steps_per_epoch=2",
+    "train.batch_size=2",
+    "train.progress=false",
+    "eval.batch_size=4",
+    "dataset.segment_seconds=0.25",
+    "dataset.n_valid=2",
+    "dataset.n_test=4",
+    "model.num_blocks=1",
+    "model.upsampling_depth=2",
+    "model.enc_num_basis=32",
+    "model.in_channels=32",
+    "model.out_channels=16",
+]
+
+
+def compose_config(overrides: list[str] | None = None):
+    """Compose ``conf/config.yaml`` exactly as ``train.py`` does, with overrides."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

@@ -1,0 +1,377 @@
+"""Sudo rm -rf (Tzinis, Casebeer, Wang, Smaragdis, MLSP 2020): the original network, fast.
+
+The network is the one of PAPER.md section 4 and of the authors' code
+(etzinis/sudo_rm_rf, ``sudo_rm_rf/dnn/models/sudormrf.py``): same function, same
+parameter names and shapes (so the authors' checkpoints load as they are, see
+:func:`load_authors_state_dict`), same parameter count (1.0x: 2,662,022). Only the
+way it is computed differs (see docs/models.md for the measurements):
+
+* The mask head, a ``Conv2d(1 -> S, kernel (N+1, 1))`` that slides along the N
+  encoder channels, is a banded Toeplitz N x N matrix per source. It is built
+  from the kernel and folded, with the 1x1 convolution before it, into one
+  (N x C) matrix, so the head is one matrix product on the C = 128 bottleneck
+  channels instead of a convolution over N x N x frames. With two sources the
+  softmax only needs the difference of the two logits, which halves it again.
+* Nearest-neighbour upsampling plus the top-down sum is a broadcast add on a
+  (..., F/2, 2) view: the upsampled tensor is never materialised.
+* Input padding is ``F.pad`` (the authors' code allocated a CPU float32 tensor).
+
+``tests/reference_sudormrf.py`` keeps the direct formulation; the tests check
+that outputs and gradients agree to float32 tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ugr_experiments.models.ops import decode_overlap_add, depthwise_conv1d, pointwise_conv1d
+
+__all__ = [
+    "GN_EPS",
+    "SuDORMRF",
+    "UBlock",
+    "load_authors_state_dict",
+    "pad_multiple",
+    "toeplitz_index",
+]
+
+# GroupNorm(1, C, eps=1e-8) is "global layer norm"; PyTorch's default eps (1e-5) is not.
+GN_EPS = 1e-8
+
+
+def pad_multiple(enc_kernel_size: int, upsampling_depth: int) -> int:
+    """The length the input is zero-padded to a multiple of.
+
+    The authors pad to ``lcm(L // 2, 2 ** depth)``. The network needs the number of
+    encoder frames (length / (L // 2)) to be divisible by ``2 ** (depth - 1)`` (the
+    coarsest resolution); the authors' rule gives that when L // 2 has exactly one
+    factor 2 (L = 21: 160 samples for depth 5). We take the lcm of both, which is
+    the authors' value whenever theirs works (same function, same padding) and a
+    valid one otherwise.
+
+    Args:
+        enc_kernel_size: encoder kernel size L (odd); the stride is L // 2.
+        upsampling_depth: number of resolutions in a U-ConvBlock.
+
+    Returns:
+        The padding multiple in samples.
+    """
+    stride = enc_kernel_size // 2
+    authors = math.lcm(stride, 2**upsampling_depth)
+    return math.lcm(authors, stride * 2 ** (upsampling_depth - 1))
+
+
+def toeplitz_index(num_basis: int) -> Tensor:
+    """Index that turns the mask kernel into its banded Toeplitz matrix.
+
+    The mask ``Conv2d(1, S, kernel (N+1, 1), padding (P, 0))``, P = N - N // 2, gives
+    ``out[n] = sum_k w[k] x[n + k - P]``, i.e. ``out = M x`` with
+    ``M[n, m] = w[m - n + P]`` where ``0 <= m - n + P <= N`` and 0 elsewhere. The
+    index points into the kernel shifted by one, with 0 pointing at a prepended zero.
+
+    Args:
+        num_basis: number of encoder channels N (even).
+
+    Returns:
+        Long tensor of shape (N, N).
+    """
+    pad = num_basis - num_basis // 2
+    n = torch.arange(num_basis)
+    k = n[None, :] - n[:, None] + pad  # (N, N): k = m - n + P
+    return torch.where((k >= 0) & (k <= num_basis), k + 1, torch.zeros_like(k))
+
+
+class ConvNorm(nn.Module):
+    """Conv1d, GroupNorm(1, C_out, eps=1e-8) and optionally a per-channel PReLU.
+
+    The submodule names (``conv``, ``norm``, ``act``) are the authors' (their
+    ConvNorm / ConvNormAct / DilatedConvNorm), so state-dict keys match.
+
+    Shape:
+        - Input: (B, C_in, F)
+        - Output: (B, C_out, ceil(F / stride))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            groups=groups,
+        )
+        self.norm = nn.GroupNorm(1, out_channels, eps=GN_EPS)
+        self.act = nn.PReLU(out_channels) if act else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        if conv.kernel_size[0] == 1 and conv.groups == 1:
+            y = pointwise_conv1d(x, conv.weight, conv.bias)
+        elif conv.groups == conv.in_channels == conv.out_channels:
+            y = depthwise_conv1d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
+        else:
+            y = conv(x)
+        y = self.norm(y)
+        return y if self.act is None else self.act(y)
+
+
+class NormAct(nn.Module):
+    """GroupNorm(1, C, eps=1e-8) then a per-channel PReLU (the authors' NormAct).
+
+    Shape:
+        - Input: (B, C, F)
+        - Output: (B, C, F)
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, channels, eps=GN_EPS)
+        self.act = nn.PReLU(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(x))
+
+
+class UBlock(nn.Module):
+    """U-ConvBlock: expand, depthwise pyramid over ``upsampling_depth`` resolutions, merge.
+
+    Args:
+        out_channels: bottleneck channels C (the block's input and output).
+        in_channels: expanded channels C_U inside the block.
+        upsampling_depth: number of resolutions (1 stride-1 depthwise conv, then
+            ``upsampling_depth - 1`` stride-2 ones).
+
+    Shape:
+        - Input: (B, C, F), F divisible by ``2 ** (upsampling_depth - 1)``
+        - Output: (B, C, F)
+    """
+
+    def __init__(self, out_channels: int, in_channels: int, upsampling_depth: int) -> None:
+        super().__init__()
+        self.depth = upsampling_depth
+        self.proj_1x1 = ConvNorm(out_channels, in_channels, 1, act=True)
+        self.spp_dw = nn.ModuleList(
+            [ConvNorm(in_channels, in_channels, 5, stride=1, groups=in_channels)]
+            + [
+                ConvNorm(in_channels, in_channels, 5, stride=2, groups=in_channels)
+                for _ in range(upsampling_depth - 1)
+            ]
+        )
+        self.conv_1x1_exp = ConvNorm(in_channels, out_channels, 1)
+        self.final_norm = NormAct(in_channels)
+        self.module_act = NormAct(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        levels = [self.spp_dw[0](self.proj_1x1(x))]  # [(B, C_U, F)]
+        for layer in self.spp_dw[1:]:
+            levels.append(layer(levels[-1]))  # (B, C_U, F / 2^k)
+        top = levels.pop()
+        while levels:
+            fine = levels.pop()  # (B, C_U, 2 F')
+            # Nearest x2 upsampling + sum as a broadcast on a (F', 2) view.
+            top = (fine.unflatten(-1, (-1, 2)) + top.unsqueeze(-1)).flatten(-2)
+        return self.module_act(self.conv_1x1_exp(self.final_norm(top)) + x)  # (B, C, F)
+
+
+class SuDORMRF(nn.Module):
+    """The original Sudo rm -rf separation network (parameter names as the authors').
+
+    Args:
+        out_channels: bottleneck channels C (128 in the paper).
+        in_channels: channels C_U inside the U-ConvBlocks (512).
+        num_blocks: number of U-ConvBlocks U (4 / 8 / 16 for 0.25x / 0.5x / 1.0x).
+        upsampling_depth: resolutions per block (5 in the paper: 4 stride-2 convs).
+        enc_kernel_size: encoder kernel L (odd); the stride is L // 2.
+        enc_num_basis: encoder channels N (even).
+        num_sources: number of sources S.
+
+    Shape:
+        - Input: (B, T) or (B, 1, T), any T >= 1
+        - Output: (B, S, T)
+    """
+
+    def __init__(
+        self,
+        out_channels: int = 128,
+        in_channels: int = 512,
+        num_blocks: int = 16,
+        upsampling_depth: int = 5,
+        enc_kernel_size: int = 21,
+        enc_num_basis: int = 512,
+        num_sources: int = 2,
+    ) -> None:
+        super().__init__()
+        _check_sizes(
+            out_channels=out_channels,
+            in_channels=in_channels,
+            num_blocks=num_blocks,
+            upsampling_depth=upsampling_depth,
+            enc_kernel_size=enc_kernel_size,
+            enc_num_basis=enc_num_basis,
+            num_sources=num_sources,
+        )
+        self.out_channels = out_channels
+        self.in_channels = in_channels
+        self.num_blocks = num_blocks
+        self.upsampling_depth = upsampling_depth
+        self.enc_kernel_size = enc_kernel_size
+        self.enc_num_basis = enc_num_basis
+        self.num_sources = num_sources
+        self.lcm = pad_multiple(enc_kernel_size, upsampling_depth)
+        stride = enc_kernel_size // 2
+        n, s = enc_num_basis, num_sources
+
+        self.encoder = nn.Sequential(
+            nn.Conv1d(1, n, enc_kernel_size, stride=stride, padding=stride), nn.ReLU()
+        )
+        self.ln = nn.GroupNorm(1, n, eps=GN_EPS)
+        self.l1 = nn.Conv1d(n, out_channels, 1)
+        self.sm = nn.Sequential(
+            *(UBlock(out_channels, in_channels, upsampling_depth) for _ in range(num_blocks))
+        )
+        self.reshape_before_masks = nn.Conv1d(out_channels, n, 1) if out_channels != n else None
+        # Kept as a Conv2d for its parameter names/shapes; computed as a matrix product.
+        self.m = nn.Conv2d(1, s, (n + 1, 1), padding=(n - n // 2, 0))
+        self.decoder = nn.ConvTranspose1d(
+            n * s,
+            s,
+            enc_kernel_size,
+            stride=stride,
+            padding=stride,
+            output_padding=stride - 1,
+            groups=s,
+        )
+        # Unused in the forward pass; kept because the authors' model has it (it counts
+        # in their parameter numbers and is in their state dicts).
+        self.ln_mask_in = nn.GroupNorm(1, n, eps=GN_EPS)
+        self.register_buffer("toeplitz_index", toeplitz_index(n), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        x, length = _as_batch_channel_time(wav)  # (B, 1, T)
+        x = F.pad(x, (0, -length % self.lcm))  # (B, 1, T')
+        enc = self.encoder(x)  # (B, N, F)
+        h = self.sm(self.l1(self.ln(enc)))  # (B, C, F)
+        masked = self._masks(h) * enc.unsqueeze(1)  # (B, S, N, F)
+        dec = self.decoder
+        est = decode_overlap_add(
+            masked.flatten(1, 2),
+            dec.weight,
+            dec.bias,
+            self.num_sources,
+            dec.stride[0],
+            dec.padding[0],
+        )  # (B, S, T')
+        return est[..., :length]  # (B, S, T)
+
+    def _mask_matrix(self) -> tuple[Tensor, Tensor]:
+        """The mask head (1x1 conv C -> N, then the channel-sliding Conv2d) as one matrix.
+
+        Returns:
+            Weight (S', N, C) and bias (S', N, 1), where S' = 1 holds the logit
+            difference of source 0 and 1 when S == 2 (softmax of two = sigmoid of
+            the difference), else S' = S.
+        """
+        w = self.m.weight.flatten(1)  # (S, N+1)
+        b = self.m.bias  # (S,)
+        if self.num_sources == 2:
+            w, b = w[:1] - w[1:], b[:1] - b[1:]  # (1, N+1), (1,)
+        toeplitz = F.pad(w, (1, 0))[:, self.toeplitz_index]  # (S', N, N)
+        bias = b[:, None, None].expand(-1, self.enc_num_basis, 1)  # (S', N, 1)
+        if self.reshape_before_masks is None:
+            return toeplitz, bias
+        w_r = self.reshape_before_masks.weight.squeeze(-1)  # (N, C)
+        b_r = self.reshape_before_masks.bias  # (N,)
+        return toeplitz @ w_r, bias + (toeplitz @ b_r)[..., None]
+
+    def _masks(self, h: Tensor) -> Tensor:
+        """Masks from the separation features (B, C, F) -> (B, S, N, F)."""
+        weight, bias = self._mask_matrix()  # (S', N, C), (S', N, 1)
+        logits = torch.matmul(weight, h.unsqueeze(1)) + bias  # (B, S', N, F)
+        if self.num_sources == 1:
+            return torch.sigmoid(logits)
+        if self.num_sources == 2:
+            return torch.sigmoid(torch.cat([logits, -logits], dim=1))
+        return torch.softmax(logits, dim=1)
+
+
+def _check_sizes(**sizes: int) -> None:
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"SuDORMRF: {key} must be a positive integer, got {value!r}")
+    if sizes["enc_kernel_size"] % 2 == 0 or sizes["enc_kernel_size"] < 3:
+        raise ValueError(
+            f"SuDORMRF: enc_kernel_size must be odd and >= 3 (stride L // 2, padding L // 2), "
+            f"got {sizes['enc_kernel_size']}"
+        )
+    if sizes["enc_num_basis"] % 2:
+        raise ValueError(
+            f"SuDORMRF: enc_num_basis must be even (the mask Conv2d returns N + 1 rows for "
+            f"odd N), got {sizes['enc_num_basis']}"
+        )
+
+
+def _as_batch_channel_time(wav: Tensor) -> tuple[Tensor, int]:
+    if wav.dim() == 2:
+        wav = wav.unsqueeze(1)
+    if wav.dim() != 3 or wav.shape[1] != 1:
+        raise ValueError(
+            f"SuDORMRF expects a mixture of shape (B, T) or (B, 1, T), got {tuple(wav.shape)}"
+        )
+    return wav, wav.shape[-1]
+
+
+def load_authors_state_dict(model: SuDORMRF, state: Mapping[str, Any]) -> None:
+    """Load weights saved from the authors' ``SuDORMRF`` into ``model`` (in place).
+
+    Our parameter names and shapes are the authors', so this is ``load_state_dict``
+    after unwrapping: a checkpoint dict holding the weights under ``model_state_dict``,
+    ``state_dict`` or ``model``, and the ``module.`` prefix of ``nn.DataParallel`` /
+    DDP. The network must be built with the checkpoint's sizes (the authors' 1.0x:
+    ``num_blocks=16, upsampling_depth=5``; their class default ``upsampling_depth=4``
+    is a different model).
+
+    Args:
+        model: the network to load into.
+        state: a state dict or a checkpoint dict containing one.
+
+    Raises:
+        ValueError: if keys are missing or unexpected, or a shape differs.
+    """
+    for key in ("model_state_dict", "state_dict", "model"):
+        if key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            "checkpoint does not match this SuDORMRF: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+            f"shape mismatches {wrong[:5]}; build the model with the checkpoint's "
+            "num_blocks / upsampling_depth / channel sizes"
+        )
+    model.load_state_dict(state)
