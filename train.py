@@ -3,6 +3,8 @@
     python train.py                                # defaults: synthetic data, CPU-sized model
     python train.py weighting=robust alpha=1/15    # the paper's robust mode
     python train.py -m weighting=robust alpha=0,0.1,0.2 seed=0,1,2   # a sweep
+    torchrun --standalone --nproc_per_node=8 train.py model=sudormrf_1x   # DDP, one run dir
+    python train.py -m hydra/launcher=submitit_slurm alpha=0,0.1 ...      # SLURM (docs/cluster.md)
 
 All logic lives in ``ugr_experiments.train.run``; this file only hands it Hydra's config and
 the run directory.

@@ -6,8 +6,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ugr_experiments.models import PRESETS, SuDORMRF, build_model, load_authors_state_dict
+from ugr_experiments.models.ops import (
+    decode_overlap_add,
+    depthwise_conv1d,
+    pointwise_conv_group_norm,
+)
 from ugr_experiments.models.sudormrf import pad_multiple, toeplitz_index
 
 try:  # tests/ as a package (rootdir on sys.path) or as a plain directory (pytest's default)
@@ -33,6 +39,8 @@ SMALL = dict(
     enc_num_basis=64,
     num_sources=2,
 )
+
+THREE = {**TINY, "num_sources": 3, "out_channels": 20}  # no reshape conv: C == N
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -123,8 +131,11 @@ def _pair(sizes: dict[str, int], seed: int) -> tuple[SuDORMRF, ReferenceSuDORMRF
     return fast, ref
 
 
-@pytest.mark.parametrize("sizes", [TINY, SMALL, {**TINY, "num_sources": 3}], ids=str)
-@pytest.mark.parametrize("length", [1, 37, 160, 641, 1999])
+@pytest.mark.parametrize(
+    ("sizes", "length"),
+    [(TINY, 1), (TINY, 37), (TINY, 641), (SMALL, 160), (SMALL, 1999), (THREE, 333)],
+    ids=["tiny-1", "tiny-37", "tiny-641", "small-160", "small-1999", "three-sources-333"],
+)
 def test_outputs_and_gradients_equal_the_reference(sizes: dict[str, int], length: int) -> None:
     fast, ref = _pair(sizes, seed=length)
     mix = torch.randn(2, length)
@@ -149,6 +160,59 @@ def test_single_source_uses_sigmoid_like_the_reference() -> None:
     fast, ref = _pair({**TINY, "num_sources": 1}, seed=0)
     mix = torch.randn(2, 300)
     torch.testing.assert_close(fast(mix), ref(mix), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("length", [8, 13])
+def test_depthwise_conv_gradients_equal_conv1d(stride: int, length: int) -> None:
+    torch.manual_seed(stride)
+    x = torch.randn(3, 6, length, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 1, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    fast = depthwise_conv1d(x, w, b, stride, 2)
+    direct = F.conv1d(x, w, b, stride, 2, groups=6)
+    torch.testing.assert_close(fast, direct)
+    g = torch.randn_like(direct)
+    grads = torch.autograd.grad(fast, (x, w, b), g)
+    torch.testing.assert_close(grads, torch.autograd.grad(direct, (x, w, b), g))
+
+
+def test_pointwise_conv_group_norm_equals_conv_then_group_norm() -> None:
+    torch.manual_seed(0)
+    # A large common offset and uneven scales: the variance must not cancel.
+    x = (100 + torch.randn(2, 8, 50) * torch.rand(1, 8, 1) * 3).double().requires_grad_()
+    w, b = torch.randn(24, 8, 1, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
+    gamma, beta = torch.randn(24, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
+    params = [p.requires_grad_() for p in (w, b, gamma, beta)]
+    fast = pointwise_conv_group_norm(x, w, b, gamma, beta, 1e-8)
+    direct = F.group_norm(F.conv1d(x, w, b), 1, gamma, beta, 1e-8)
+    torch.testing.assert_close(fast, direct)
+    g = torch.randn_like(direct)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, (x, *params), g), torch.autograd.grad(direct, (x, *params), g)
+    )
+
+
+def test_decoder_overlap_add_equals_conv_transpose() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 2 * 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * 6, 1, 9, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    fast = decode_overlap_add(x, w, b, num_sources=2, stride=4, padding=4)
+    direct = F.conv_transpose1d(x, w, b, 4, 4, output_padding=3, groups=2)
+    torch.testing.assert_close(fast, direct)
+    g = torch.randn_like(direct)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, (x, w, b), g), torch.autograd.grad(direct, (x, w, b), g)
+    )
+
+
+def test_runs_under_cpu_autocast_with_the_plain_layers() -> None:
+    model = SuDORMRF(**TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        est = model(torch.randn(2, 300))
+    assert est.shape == (2, 2, 300)
+    assert torch.isfinite(est.float()).all()
 
 
 def _authors_state_dict(sizes: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -218,6 +282,16 @@ def test_loads_a_state_dict_in_the_authors_naming() -> None:
     ref.load_state_dict(authors)
     mix = torch.randn(2, 333)
     torch.testing.assert_close(model(mix), ref(mix), rtol=1e-4, atol=1e-5)
+
+
+def test_loads_an_authors_state_dict_file_and_module(tmp_path) -> None:
+    authors = _authors_state_dict(TINY)
+    path = tmp_path / "authors.pt"
+    torch.save({"module." + k: v for k, v in authors.items()}, path)
+    model = load_authors_state_dict(SuDORMRF(**TINY), path)
+    torch.testing.assert_close(model.state_dict()["m.weight"], authors["m.weight"])
+    copy = load_authors_state_dict(SuDORMRF(**TINY), model)
+    torch.testing.assert_close(copy.state_dict()["decoder.weight"], authors["decoder.weight"])
 
 
 def test_authors_full_size_state_dict_matches_1x() -> None:

@@ -21,9 +21,15 @@ import pandas as pd
 
 __all__ = [
     "FOOTER",
+    "MISSING",
     "PERCENTILES",
     "STAT_COLUMNS",
+    "cells_to_latex",
+    "cells_to_markdown",
     "combine",
+    "format_interval",
+    "format_spread",
+    "format_value",
     "spread_footer",
     "summarize",
     "summarize_epochs",
@@ -31,6 +37,7 @@ __all__ = [
     "summarize_values",
     "to_latex",
     "to_markdown",
+    "write_cells",
     "write_table",
 ]
 
@@ -286,4 +293,98 @@ def write_table(
     csv_table.to_csv(paths[0], index_label=df.index.name or INDEX_NAME, float_format="%.17g")
     paths[1].write_text(to_markdown(df, title, footer, spread=spread), encoding="utf-8")
     paths[2].write_text(to_latex(df, title, spread=spread), encoding="utf-8")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables of preformatted cells (make_tables.py: mean ± spread, intervals, paper rows)
+# ---------------------------------------------------------------------------------------------
+
+MISSING = "—"
+
+
+def format_value(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals; None or NaN (nothing to show) as an em dash."""
+    if x is None or math.isnan(float(x)):
+        return MISSING
+    x = float(x)
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+def format_spread(value: float, spread: float | None, digits: int = 2) -> str:
+    """``"12.20 ± 0.14"``; the value alone where the spread is missing (None or NaN)."""
+    text = format_value(value, digits)
+    if spread is None or math.isnan(float(spread)):
+        return text
+    return f"{text} ± {format_value(spread, digits)}"
+
+
+def format_interval(value: float, low: float, high: float, digits: int = 2) -> str:
+    """``"4.61 [4.40, 4.83]"``: an estimate and its interval."""
+    return (
+        f"{format_value(value, digits)} [{format_value(low, digits)}, {format_value(high, digits)}]"
+    )
+
+
+def cells_to_markdown(cells: pd.DataFrame, title: str = "", footer: str = "") -> str:
+    """A Markdown table of preformatted string cells (the index is not printed).
+
+    The first column is left-aligned, the others right-aligned; ``title`` becomes a ``###``
+    heading and ``footer`` a paragraph below the table.
+    """
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(str(c) for c in cells.columns) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(cells.columns) - 1)) + "|")
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in cells.to_numpy()]
+    if footer:
+        lines += ["", footer]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_cell(text: str) -> str:
+    escaped = _latex_escape(str(text))
+    return escaped.replace("±", r"$\pm$").replace(MISSING, "--").replace("Δ", r"$\Delta$")
+
+
+def cells_to_latex(cells: pd.DataFrame, caption: str, footer: str = "") -> str:
+    """A booktabs ``table`` of preformatted string cells; ``footer`` goes under the tabular."""
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_latex_cell(caption)}}}",
+        r"\begin{tabular}{l" + "r" * (len(cells.columns) - 1) + "}",
+        r"\toprule",
+        " & ".join(_latex_cell(c) for c in cells.columns) + r" \\",
+        r"\midrule",
+        *[" & ".join(_latex_cell(v) for v in row) + r" \\" for row in cells.to_numpy()],
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    if footer:
+        lines.append(r"\par\smallskip\footnotesize " + _latex_cell(footer))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_cells(
+    numeric: pd.DataFrame,
+    cells: pd.DataFrame,
+    out_dir: Path,
+    stem: str,
+    title: str,
+    footer: str = "",
+) -> list[Path]:
+    """Write ``<stem>.csv`` (``numeric``, full precision), ``<stem>.md`` and ``<stem>.tex``.
+
+    Returns:
+        The three paths, in that order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
+    numeric.to_csv(paths[0], index=False, float_format="%.17g")
+    paths[1].write_text(cells_to_markdown(cells, title, footer), encoding="utf-8")
+    paths[2].write_text(cells_to_latex(cells, title, footer), encoding="utf-8")
     return paths

@@ -23,6 +23,7 @@ that outputs and gradients agree to float32 tolerance.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ugr_experiments.models.ops import decode_overlap_add, depthwise_conv1d, pointwise_conv1d
+from ugr_experiments.models.ops import (
+    decode_overlap_add,
+    depthwise_conv1d,
+    pointwise_conv1d,
+    pointwise_conv_group_norm,
+)
 
 __all__ = [
     "GN_EPS",
@@ -120,7 +126,12 @@ class ConvNorm(nn.Module):
         self.act = nn.PReLU(out_channels) if act else None
 
     def forward(self, x: Tensor) -> Tensor:
-        conv = self.conv
+        conv, norm = self.conv, self.norm
+        if conv.kernel_size[0] == 1 and conv.groups == 1 and conv.in_channels < conv.out_channels:
+            y = pointwise_conv_group_norm(
+                x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps
+            )  # (B, C_out, F), normalised
+            return y if self.act is None else self.act(y)
         if conv.kernel_size[0] == 1 and conv.groups == 1:
             y = pointwise_conv1d(x, conv.weight, conv.bias)
         elif conv.groups == conv.in_channels == conv.out_channels:
@@ -336,23 +347,37 @@ def _as_batch_channel_time(wav: Tensor) -> tuple[Tensor, int]:
     return wav, wav.shape[-1]
 
 
-def load_authors_state_dict(model: SuDORMRF, state: Mapping[str, Any]) -> None:
+def load_authors_state_dict(
+    model: SuDORMRF, source: str | os.PathLike[str] | Mapping[str, Any] | nn.Module
+) -> SuDORMRF:
     """Load weights saved from the authors' ``SuDORMRF`` into ``model`` (in place).
 
-    Our parameter names and shapes are the authors', so this is ``load_state_dict``
-    after unwrapping: a checkpoint dict holding the weights under ``model_state_dict``,
-    ``state_dict`` or ``model``, and the ``module.`` prefix of ``nn.DataParallel`` /
-    DDP. The network must be built with the checkpoint's sizes (the authors' 1.0x:
-    ``num_blocks=16, upsampling_depth=5``; their class default ``upsampling_depth=4``
-    is a different model).
+    Our parameter names and shapes are the authors' (etzinis/sudo_rm_rf,
+    ``sudo_rm_rf/dnn/models/sudormrf.py``), so this is ``load_state_dict`` after
+    unwrapping: a file (read with ``torch.load(weights_only=True)``), a module, a
+    checkpoint dict holding the weights under ``model_state_dict``, ``state_dict`` or
+    ``model``, and the ``module.`` prefix of ``nn.DataParallel`` (their training script
+    wraps the model in it). The network must be built with the checkpoint's sizes:
+    the paper's networks use ``upsampling_depth=5``; the authors' class default (4) is
+    a different, smaller model. Files that pickle a whole model object need
+    ``torch.load(path, weights_only=False)`` (only for files you trust); pass the
+    loaded object.
 
     Args:
         model: the network to load into.
-        state: a state dict or a checkpoint dict containing one.
+        source: a path, a state dict, a checkpoint dict containing one, or a module.
+
+    Returns:
+        ``model``, for chaining.
 
     Raises:
         ValueError: if keys are missing or unexpected, or a shape differs.
     """
+    if isinstance(source, (str, os.PathLike)):
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(source, nn.Module):
+        source = source.state_dict()
+    state: Mapping[str, Any] = source
     for key in ("model_state_dict", "state_dict", "model"):
         if key in state and isinstance(state[key], Mapping):
             state = state[key]
@@ -375,3 +400,4 @@ def load_authors_state_dict(model: SuDORMRF, state: Mapping[str, Any]) -> None:
             "num_blocks / upsampling_depth / channel sizes"
         )
     model.load_state_dict(state)
+    return model

@@ -1,0 +1,70 @@
+"""Hydra callbacks. ``RecordFailure`` leaves a trace of a failed job in its run directory.
+
+Hydra's basic sweeper (and the joblib and submitit launchers) run every job of a sweep and
+re-raise the first failure only after the others have finished, so one failing job does not
+lose the results of the rest. What the failed job leaves behind is a run directory without
+``per_source_sisdri.csv``; with this callback it also holds ``failure.json``::
+
+    {"status": "failed", "error": "ConfigError: alpha must be >= 0 ...", "traceback": "...",
+     "overrides": ["alpha=-1", "seed=0"], "finished": "2026-01-01T12:00:00+0000"}
+
+``scripts/make_tables.py`` lists such runs as failed (with the error) instead of dropping
+them. Enable it in a config (the experiment presets do)::
+
+    hydra:
+      callbacks:
+        record_failure:
+          _target_: ugr_experiments.callbacks.RecordFailure
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+FAILURE_FILE = "failure.json"
+
+
+def failure_record(error: BaseException, overrides: list[str]) -> dict[str, Any]:
+    """The JSON-ready description of a failed job.
+
+    Args:
+        error: the exception the job raised.
+        overrides: the job's command-line overrides (what makes it differ from its siblings).
+    """
+    return {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+        "overrides": list(overrides),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_failure(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` to ``run_dir/failure.json`` (through a temporary file and a rename)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / FAILURE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+class RecordFailure(Callback):
+    """On a failed job, write ``failure.json`` (error, traceback, overrides) in its run dir."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Called by Hydra after every job, completed or failed."""
+        if job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # the exception (return_value would re-raise it)
+        run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
+        write_failure(run_dir, failure_record(error, list(job_return.overrides or [])))

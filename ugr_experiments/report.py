@@ -1,0 +1,267 @@
+"""Experiment conditions: group runs by what they vary, and compare them (make_tables.py).
+
+A *condition* is a set of runs that differ only in their seed: one alpha of the robust sweep,
+one (gamma speech, gamma env) pair of the class sweep, one schedule of the curriculum
+comparison. What a run is comes from its saved config, never from its directory name:
+
+- ``robust``: ``weighting.name`` robust (its ``alpha``) or uniform (alpha 0);
+- ``class``: ``weighting.name`` class, or a ``gamma_pair`` root key (class_bias presets);
+- ``curriculum``: ``weighting.name`` curriculum, or a ``schedule`` root key (curriculum
+  presets, whose uniform runs are the curriculum's baseline, not a robust alpha 0).
+
+Point estimates follow DESIGN.md: statistics per evaluation epoch, averaged over the epochs
+(``tables.summarize``), then over the runs of a condition (``tables.combine``). The spread
+is the std across runs (seeds) where a condition has several, else across evaluation epochs.
+Intervals and paired comparisons resample test items (``ugr_experiments.stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ugr_experiments import stats
+from ugr_experiments.runs import Run, get
+from ugr_experiments.tables import combine, summarize, summarize_spread
+
+KINDS = ("robust", "class", "curriculum")
+ALL = "all"
+# Columns that say which test item a row is; paired runs must agree on them.
+ITEM_ID = ("file", "offset", "snr_db")
+
+
+@dataclass
+class Condition:
+    """The runs of one table row (complete runs only), with a sortable key and a label."""
+
+    kind: str
+    key: Any
+    label: str
+    runs: list[Run]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
+
+
+def kind_of(cfg: dict[str, Any]) -> str | None:
+    """``robust``, ``class``, ``curriculum`` or None (see the module docstring)."""
+    name = get(cfg, "weighting.name")
+    if "gamma_pair" in cfg or name == "class":
+        return "class"
+    if "schedule" in cfg or name == "curriculum":
+        return "curriculum"
+    if name in ("robust", "uniform"):
+        return "robust"
+    return None
+
+
+def alpha_label(alpha: float) -> str:
+    """``1/15`` for the paper's fractions, else the number (``0.3``)."""
+    frac = Fraction(alpha).limit_denominator(100)
+    if abs(float(frac) - alpha) < 1e-9 and frac.denominator <= 20:
+        return str(frac)
+    return f"{alpha:g}"
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(Fraction(str(value))) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return float("nan")
+
+
+def robust_key(cfg: dict[str, Any]) -> tuple[float, str]:
+    alpha = 0.0 if get(cfg, "weighting.name") == "uniform" else _number(get(cfg, "weighting.alpha"))
+    return alpha, alpha_label(alpha)
+
+
+def class_key(cfg: dict[str, Any]) -> tuple[tuple[float, float], str]:
+    gamma = get(cfg, "weighting.gamma", {}) or {}
+    pair = (_number(gamma.get("speech", 0.0)), _number(gamma.get("environmental", 0.0)))
+    return pair, f"({pair[0]:g}, {pair[1]:g})"
+
+
+def curriculum_key(cfg: dict[str, Any]) -> tuple[tuple[int, str], str]:
+    w = cfg.get("weighting") or {}
+    if w.get("name") != "curriculum":
+        return (0, "uniform"), "uniform"
+    label = (
+        f"easy-first ({w.get('shape')}, beta0={_number(w.get('beta0')):g}, "
+        f"{w.get('length')} {w.get('length_unit')})"
+    )
+    return (1, label), label
+
+
+KEYS = {"robust": robust_key, "class": class_key, "curriculum": curriculum_key}
+
+
+def conditions(runs: Sequence[Run], kind: str) -> list[Condition]:
+    """The complete runs of ``kind`` grouped by condition, sorted by key."""
+    groups: dict[Any, Condition] = {}
+    for run in runs:
+        if not run.complete or kind_of(run.config) != kind:
+            continue
+        key, label = KEYS[kind](run.config)
+        groups.setdefault(key, Condition(kind, key, label, []))
+        groups[key].runs.append(run)
+    return [groups[k] for k in sorted(groups)]
+
+
+def baseline_of(conds: Sequence[Condition]) -> Condition | None:
+    """alpha 0, gamma (0, 0) or uniform: the condition every other one is compared with."""
+    wanted = {"robust": 0.0, "class": (0.0, 0.0), "curriculum": (0, "uniform")}
+    return next((c for c in conds if c.key == wanted[c.kind]), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point estimates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    """A condition's statistics table (subsets x stats), its spread and what the spread is."""
+
+    mean: pd.DataFrame
+    spread: pd.DataFrame
+    over: str  # "seeds" or "evaluation epochs"
+    runs: int
+    epochs: float
+
+
+def summarize_condition(cond: Condition) -> Summary:
+    """Per-run tables (per-epoch statistics averaged), then averaged over the runs."""
+    tables = [summarize(r.rows) for r in cond.runs]
+    mean, spread = combine(tables, count="runs")
+    over = "seeds"
+    if len(tables) == 1:
+        spread, over = summarize_spread(cond.runs[0].rows), "evaluation epochs"
+    epochs = float(np.mean([t.loc[ALL, "epochs"] for t in tables]))
+    return Summary(mean, spread, over, len(tables), epochs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Items, intervals and paired comparisons
+# ---------------------------------------------------------------------------------------------
+
+
+def item_matrix(rows: pd.DataFrame, group: str | None = None) -> pd.DataFrame:
+    """Test SI-SDRi as items x evaluation epochs, index (mixture, source), sorted.
+
+    Shape:
+        rows (R rows) -> (n items, E epochs).
+    """
+    if group is not None:
+        rows = rows[rows["group"] == group]
+    if "epoch" not in rows.columns:
+        rows = rows.assign(epoch=0)
+    matrix = rows.pivot_table(index=["mixture", "source"], columns="epoch", values="sisdri")
+    return matrix.sort_index()
+
+
+def _identity(rows: pd.DataFrame) -> pd.DataFrame:
+    present = [c for c in ITEM_ID if c in rows.columns]
+    first = rows[rows["epoch"] == rows["epoch"].min()] if "epoch" in rows.columns else rows
+    return first.set_index(["mixture", "source"])[present].sort_index()
+
+
+def same_items(a: Run, b: Run) -> bool:
+    """True when two runs were tested on the same items (same files, offsets and SNRs)."""
+    ia, ib = _identity(a.rows), _identity(b.rows)
+    if not ia.index.equals(ib.index) or list(ia.columns) != list(ib.columns):
+        return False
+    return bool((ia.astype(str) == ib.astype(str)).all().all())
+
+
+def condition_interval(
+    cond: Condition, group: str | None, n_boot: int, level: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, low and high of every statistic; items resampled within each run."""
+    matrices = [item_matrix(r.rows, group).to_numpy() for r in cond.runs]
+    replicates = stats.bootstrap(matrices, n_boot, np.random.default_rng(seed))
+    low, high = stats.interval(replicates, level)
+    return stats.run_averaged(matrices), low, high
+
+
+@dataclass
+class Paired:
+    """``condition - baseline`` on shared test items."""
+
+    difference: np.ndarray  # (11,) of STAT_COLUMNS
+    low: np.ndarray
+    high: np.ndarray
+    p_mean: float  # sign-flip test of the mean per-item difference
+    better: float  # share of items whose SI-SDRi rose
+    items: int
+    seeds: list[int | None]
+    skipped: list[str]  # why some seeds could not be paired
+
+
+def _pairs(cond: Condition, base: Condition) -> tuple[list[tuple[Run, Run]], list[str]]:
+    """Runs of the two conditions with the same seed and the same test items."""
+    by_seed = {r.seed: r for r in base.runs}
+    pairs, skipped = [], []
+    for run in cond.runs:
+        other = by_seed.get(run.seed)
+        if other is None:
+            skipped.append(f"seed {run.seed}: no baseline run")
+        elif not same_items(run, other):
+            skipped.append(f"seed {run.seed}: test items differ from the baseline's")
+        else:
+            pairs.append((run, other))
+    return pairs, skipped
+
+
+def paired_comparison(
+    cond: Condition, base: Condition, group: str | None, n_boot: int, level: float, seed: int
+) -> Paired | None:
+    """Paired bootstrap of every statistic's difference, and a sign-flip test of the mean.
+
+    Returns:
+        None where no seed has both runs on the same test items.
+    """
+    pairs, skipped = _pairs(cond, base)
+    if not pairs:
+        return None
+    mats = [(item_matrix(a.rows, group), item_matrix(b.rows, group)) for a, b in pairs]
+    arrays = [(a.to_numpy(), b.loc[a.index].to_numpy()) for a, b in mats]
+    rng = np.random.default_rng(seed)
+    point, replicates = stats.paired_bootstrap(arrays, n_boot, rng)
+    low, high = stats.interval(replicates, level)
+    per_item = np.concatenate([a.mean(1) - b.mean(1) for a, b in arrays])  # (n,)
+    p = stats.sign_flip_pvalue(per_item, 10000, rng)
+    seeds = [a.seed for a, _ in pairs]
+    return Paired(point, low, high, p, float((per_item > 0).mean()), per_item.size, seeds, skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Curriculum: progress needed to reach validation levels
+# ---------------------------------------------------------------------------------------------
+
+
+def first_reach(history: pd.DataFrame, level: float, column: str = "step") -> float:
+    """The ``column`` (step or epoch) of the first validation at or above ``level``, else NaN."""
+    hit = history[history["valid_sisdri"] >= level]
+    return float(hit[column].iloc[0]) if len(hit) else float("nan")
+
+
+def auto_levels(base: Condition, fractions: Sequence[float] = (0.5, 0.8, 0.95)) -> list[float]:
+    """Levels a fraction of the way from the baseline's first to its best validation SI-SDRi.
+
+    Averaged over the baseline's runs and rounded to 0.1 dB.
+    """
+    first = np.mean([r.history["valid_sisdri"].iloc[0] for r in base.runs])
+    best = np.mean([r.history["valid_sisdri"].max() for r in base.runs])
+    return [round(float(first + f * (best - first)), 1) for f in fractions]
+
+
+def reach_table(cond: Condition, levels: Sequence[float], column: str = "step") -> pd.DataFrame:
+    """Per run (rows) and level (columns): the step or epoch of the first validation >= level."""
+    data = {level: [first_reach(r.history, level, column) for r in cond.runs] for level in levels}
+    return pd.DataFrame(data, index=pd.Index(cond.seeds, name="seed"))
