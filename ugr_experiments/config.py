@@ -39,6 +39,7 @@ RESUME_IGNORED = (
     "train.num_workers",
     "train.log_every",
     "train.audio_every",
+    "train.compile",
     "train.max_bad_steps",
     "eval.batch_size",
     "dataset.manifests",

@@ -350,11 +350,24 @@ def after_step(ctx: dict[str, Any], finite: bool) -> None:
         state.skipped += 1
         if state.bad_in_row >= cfg["train"]["max_bad_steps"]:
             raise TrainingDiverged(_diverged_message(ctx, save_last(ctx)))
-    if ctx.get("signal") is not None:
+    if _signalled(ctx):
         _interrupt(ctx, save_last(ctx))
     every = cfg["checkpoint"]["every_steps"]
     if every and state.step % every == 0 and state.batch < steps_per_epoch(ctx):
         save_last(ctx)
+
+
+def _signalled(ctx: dict[str, Any]) -> bool:
+    """Whether a stop signal arrived, on any rank: under DDP a SIGTERM can reach the ranks
+    at different steps, and all must stop at the same one (else the others hang in a
+    collective). One all-reduce under DDP; no sync in a single process."""
+    flag = ctx.get("signal") is not None
+    runtime = ctx.get("rt")
+    if runtime is None or not runtime.distributed:
+        return flag
+    from ugr_experiments.distributed import any_rank
+
+    return any_rank(flag, runtime)
 
 
 def _diverged_message(ctx: dict[str, Any], path: Path) -> str:
@@ -389,13 +402,14 @@ def end_epoch(ctx: dict[str, Any], valid: float) -> None:
     if improved and is_main(ctx):
         save_checkpoint(checkpoint_content(ctx), folder / BEST)
     path = save_last(ctx)
-    if ctx.get("signal") is not None:
+    if _signalled(ctx):
         _interrupt(ctx, path)
 
 
 def _interrupt(ctx: dict[str, Any], path: Path) -> None:
     state = ctx["state"]
-    name = signal.Signals(ctx["signal"]).name
+    sig = ctx.get("signal")
+    name = signal.Signals(sig).name if sig is not None else "a stop signal on another rank"
     message = (
         f"{name}: stopped at epoch {state.epoch + 1}, batch {state.batch} (step {state.step}) "
         f"and saved {path}. Continue with the same command plus `resume=true "
