@@ -21,12 +21,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ugr_experiments.experiment_tables import BUILDERS, Options, TableOut, build_tables
+from ugr_experiments.paper_tables import BUILDERS, Options, TableOut, build_tables
 from ugr_experiments.runs import load_runs
 from ugr_experiments.tables import cells_to_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog="make_tables.py",
         description="Tables of SI-SDRi from run and sweep directories (see the module docstring).",
@@ -59,6 +60,7 @@ def write_all(tables: Sequence[TableOut], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Load the runs, build every table, write them; the exit status."""
     args = build_parser().parse_args(argv)
     if args.n_boot < 1:
         sys.exit(f"make_tables.py: --n-boot must be >= 1, got {args.n_boot}")

@@ -21,6 +21,7 @@ from ugr_experiments.runs import load_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Load the runs, draw the per-class bars, write PNG and PDF; the exit status."""
     parser = argparse.ArgumentParser(prog="plot_classes.py", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")

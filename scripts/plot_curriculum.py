@@ -6,7 +6,8 @@ Reads ``history.csv`` of every complete curriculum-experiment run below the give
 (the saved config says its schedule: uniform or easy-first) and draws one colour per
 schedule: a thin line per seed, a thick line for their mean. The levels of the curriculum
 table (``--levels``, default: 50%, 80% and 95% of the way from the uniform runs' first to
-their best validation SI-SDRi) are dotted. Writes ``curriculum.png`` and ``.pdf``.
+their best validation SI-SDRi) are dotted, the step where each curriculum reaches uniform
+weighting dashed. Writes ``curriculum.png`` and ``.pdf``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ugr_experiments.figures import curriculum_data, curriculum_figure, save
+from ugr_experiments.figures import curriculum_data, curriculum_ends, curriculum_figure, save
 from ugr_experiments.report import auto_levels, baseline_of, conditions
 from ugr_experiments.runs import load_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Load the runs, draw the convergence curves, write PNG and PDF; the exit status."""
     parser = argparse.ArgumentParser(prog="plot_curriculum.py", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if levels is None:
         conds = [c for c in conditions(runs, "curriculum") if c.label in curves]
         levels = auto_levels(baseline_of(conds) or conds[0])
-    fig = curriculum_figure(curves, args.title, levels, args.x)
+    fig = curriculum_figure(curves, args.title, levels, args.x, curriculum_ends(runs))
     for path in save(fig, args.out, args.stem):
         print(f"wrote {path}")
     return 0

@@ -204,58 +204,71 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path: Path, launcher: str) -
     assert "alpha must be >= 0" in json.loads((sweep / "0" / "failure.json").read_text())["error"]
     out = tmp_path / "tables"
     assert make_tables([str(sweep), "--out", str(out), "--n-boot", "20"]).returncode == 0
-    runs = pd.read_csv(out / "runs.csv").set_index("run")
+    runs = pd.read_csv(out / "runs.csv", dtype={"run": str}).set_index("run")
     assert runs.loc["0", "status"] == "failed" and runs.loc["1", "status"] == "complete"
     assert "failed, ConfigError: alpha must be >= 0" in (out / "table1.md").read_text()
 
 
+@pytest.fixture(scope="module")
+def shared_manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's manifest commands for the clips of ../shared/data."""
+    out = tmp_path_factory.mktemp("manifests")
+    esc50 = ["data_prep.esc50", "--root", str(SHARED_DATA / "esc50_mini")]
+    esc50 += ["--output", str(out / "esc50.csv"), "--train-folds", "1", "2", "3", "5"]
+    esc50 += ["--heldout-folds", "4", "--heldout-split", "4:1:1"]
+    speech = ["data_prep.speech", "--root", str(SHARED_DATA / "fsdd_speech")]
+    speech += ["--output", str(out / "speech.csv"), "--no-progress"]
+    for args in (esc50, speech):
+        prep = subprocess.run(
+            [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert prep.returncode == 0, prep.stderr
+    return out
+
+
+# preset -> (plot script, table stem, figure stem, the table's first column, its values)
+CPU_RUNS = {
+    "robust_esc50_cpu": ("plot_figure1", "table1", "figure1", "alpha", ["0", "0", "1/5", "1/5"]),
+    "class_bias_cpu": (
+        "plot_classes",
+        "class",
+        "classes",
+        "gamma speech",
+        ["0", "0"] * 2 + ["3"] * 2,
+    ),
+    "curriculum_cpu": ("plot_curriculum", "curriculum", "curriculum", "schedule", None),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "esc50_mini").is_dir(), reason="no ../shared/data")
-def test_cpu_robust_preset_on_real_clips_to_table_and_figure(tmp_path: Path) -> None:
-    """The README's CPU commands, shrunk further: prep, sweep, make_tables, plot_figure1."""
-    manifests = tmp_path / "manifests"
-    prep = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "data_prep.esc50",
-            "--root",
-            str(SHARED_DATA / "esc50_mini"),
-            "--output",
-            str(manifests / "esc50.csv"),
-            "--train-folds",
-            "1",
-            "2",
-            "3",
-            "5",
-            "--heldout-folds",
-            "4",
-            "--heldout-split",
-            "4:1:1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert prep.returncode == 0, prep.stderr
+@pytest.mark.parametrize("preset", sorted(CPU_RUNS))
+def test_cpu_preset_on_real_clips_to_table_and_figure(
+    tmp_path: Path, shared_manifests: Path, preset: str
+) -> None:
+    """The README's CPU commands, shrunk further: sweep, make_tables, the plot script."""
+    script, stem, figure, column, values = CPU_RUNS[preset]
     sweep = tmp_path / "sweep"
-    shrink = ["train.epochs=2", "train.steps_per_epoch=2", "dataset.n_test=8", "dataset.n_valid=4"]
+    shrink = ["train.epochs=2", "train.steps_per_epoch=2", "eval.last_epochs=2", "dataset.n_test=8"]
     result = train_py(
-        ["-m", "+experiment=robust_esc50_cpu", *shrink, "seed=0", f"hydra.sweep.dir={sweep}"],
-        env={"UGR_MANIFESTS": str(manifests)},
+        ["-m", f"+experiment={preset}", *shrink, "seed=0", f"hydra.sweep.dir={sweep}"],
+        env={"UGR_MANIFESTS": str(shared_manifests)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = tmp_path / "tables"
-    tables = make_tables([str(sweep), "--out", str(out), "--n-boot", "50"])
+    tables = make_tables([str(sweep), "--out", str(out), "--n-boot", "50", "--levels", "-5"])
     assert tables.returncode == 0, tables.stderr
-    table1 = pd.read_csv(out / "table1.csv")
-    assert list(table1["alpha"].astype(str)) == ["0", "0", "1/5", "1/5"]
-    assert list(table1["source"]) == ["ours", "paper"] * 2
+    table = pd.read_csv(out / f"{stem}.csv", dtype={column: str})
+    if values is not None:
+        assert list(table[column]) == values
+        assert list(table["source"]) == ["ours", "paper"] * (len(values) // 2)
+    else:
+        assert list(table[column]) == ["uniform", "easy-first (linear, beta0=-0.2, 90 steps)"]
     plot = subprocess.run(
-        [sys.executable, "scripts/plot_figure1.py", str(sweep), "--out", str(tmp_path / "fig")],
+        [sys.executable, f"scripts/{script}.py", str(sweep), "--out", str(tmp_path / "fig")],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert plot.returncode == 0, plot.stderr
-    assert (tmp_path / "fig" / "figure1.png").stat().st_size > 10_000
+    assert (tmp_path / "fig" / f"{figure}.png").stat().st_size > 10_000

@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT
 
 from ugr_experiments import stats
-from ugr_experiments.experiment_tables import Options, build_tables
+from ugr_experiments.paper_tables import Options, build_tables
 from ugr_experiments.report import same_items
 from ugr_experiments.runs import COMPLETE, FAILED, INCOMPLETE, find_run_dirs, load_runs
 from ugr_experiments.tables import PERCENTILES, combine, summarize

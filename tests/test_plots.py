@@ -16,6 +16,7 @@ from test_make_tables import class_config, curriculum_config, esc50_config, rows
 from ugr_experiments.figures import (
     classes_data,
     classes_figure,
+    curriculum_ends,
     curriculum_figure,
     figure1,
     figure1_data,
@@ -111,3 +112,17 @@ def test_plot_scripts_write_png_and_pdf(tmp_path: Path, script: str) -> None:
     pngs = list(out.glob("*.png"))
     assert len(pngs) == 1 and len(list(out.glob("*.pdf"))) == 1
     check_image(pngs[0])
+
+
+def test_curriculum_ends_in_steps(tmp_path: Path) -> None:
+    rows = rows_for({1: [1.0, 2.0]})
+    write_run(tmp_path / "u", curriculum_config(False, 0), rows, [0.0, 1.0], 15)
+    write_run(tmp_path / "e", curriculum_config(True, 0), rows, [0.0, 1.0], 15)
+    by_epochs = curriculum_config(True, 1)
+    by_epochs["weighting"].update(length=2, length_unit="epochs", beta0=-0.5)
+    write_run(tmp_path / "f", by_epochs, rows, [0.0, 1.0], 15)
+    ends = curriculum_ends(load_runs([tmp_path]))
+    assert ends == {
+        "easy-first (linear, beta0=-0.2, 20 steps)": 20.0,
+        "easy-first (linear, beta0=-0.5, 2 epochs)": 30.0,
+    }

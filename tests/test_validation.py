@@ -43,7 +43,7 @@ BAD_INPUTS = [
     (["optim.grad_clip=0"], r"optim.grad_clip must be > 0 or null, got 0"),
     (["weighting=curriculum", "weighting.length=0"], r"weighting.length must be an integer >= 1"),
     (["weighting=curriculum", "weighting.beta0=0.3"], r"weighting.beta0 must be < 0, got 0.3"),
-    (["eval.last_epochs=99"], r"eval.last_epochs=99 exceeds train.epochs=12"),
+    (["eval.last_epochs=99"], r"eval.last_epochs=99 exceeds train.epochs=6"),
     (["checkpoint.every_steps=-1"], r"checkpoint.every_steps must be an integer >= 0, got -1"),
     (["train.max_bad_steps=0"], r"train.max_bad_steps must be an integer >= 1, got 0"),
     (["dataset=random_mix", "dataset.p_speech=1.5"], r"dataset.p_speech must be in \[0, 1\]"),

@@ -106,11 +106,25 @@ def curriculum_data(runs: Sequence[Run]) -> dict[str, list[pd.DataFrame]]:
     }
 
 
+def curriculum_ends(runs: Sequence[Run]) -> dict[str, float]:
+    """Per easy-first schedule label: the step at which its ``beta`` reaches 0."""
+    ends = {}
+    for cond in conditions(runs, "curriculum"):
+        w, run = cond.runs[0].config.get("weighting") or {}, cond.runs[0]
+        if w.get("name") != "curriculum" or run.history is None or not len(run.history):
+            continue
+        per_epoch = float(run.history["step"].iloc[0] / run.history["epoch"].iloc[0])
+        unit = per_epoch if w.get("length_unit") == "epochs" else 1.0
+        ends[cond.label] = float(w.get("length", 0)) * unit
+    return ends
+
+
 def curriculum_figure(
     curves: Mapping[str, Sequence[pd.DataFrame]],
     title: str = "",
     levels: Sequence[float] = (),
     x: str = "step",
+    ends: Mapping[str, float] | None = None,
 ) -> Figure:
     """Validation SI-SDRi against training progress, per schedule (seeds thin, mean thick).
 
@@ -119,6 +133,8 @@ def curriculum_figure(
         title: the figure's title (a default one names what is shown).
         levels: validation levels to mark with dotted horizontal lines.
         x: ``step`` or ``epoch``.
+        ends: schedule label -> step where its curriculum ends (a dashed vertical line; only
+            drawn with ``x="step"``).
     """
     if not curves:
         raise ValueError("curriculum_figure needs the history of at least one schedule")
@@ -130,6 +146,9 @@ def curriculum_figure(
             ax.plot(h[x], h["valid_sisdri"], color=colour, alpha=0.3, linewidth=0.8)
         mean = pd.concat([h.set_index(x)["valid_sisdri"] for h in histories], axis=1).mean(axis=1)
         ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.0, label=label)
+        end = (ends or {}).get(label)
+        if end is not None and x == "step":
+            ax.axvline(end, color=colour, linestyle="--", linewidth=1.0, label="curriculum ends")
     for level in levels:
         ax.axhline(level, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xlabel("training step" if x == "step" else "epoch")

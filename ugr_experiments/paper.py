@@ -63,6 +63,7 @@ def class_row(pair: tuple[float, float]) -> dict[str, tuple[float, float]] | Non
 
 
 def _same(ours: Any, paper: Any) -> bool:
+    """True when our config value equals the paper's (numbers to 1e-9)."""
     if isinstance(paper, list):
         return isinstance(ours, list) and [float(v) for v in ours] == paper
     if isinstance(paper, float | int) and isinstance(ours, float | int):

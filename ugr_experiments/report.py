@@ -46,6 +46,7 @@ class Condition:
 
     @property
     def seeds(self) -> list[int | None]:
+        """The seed of each run."""
         return [r.seed for r in self.runs]
 
 
@@ -70,6 +71,7 @@ def alpha_label(alpha: float) -> str:
 
 
 def _number(value: Any) -> float:
+    """A number or fraction string as a float (NaN if it is neither)."""
     try:
         return float(Fraction(str(value))) if isinstance(value, str) else float(value)
     except (TypeError, ValueError, ZeroDivisionError):
@@ -77,17 +79,20 @@ def _number(value: Any) -> float:
 
 
 def robust_key(cfg: dict[str, Any]) -> tuple[float, str]:
+    """``(alpha, label)`` of a robust or uniform run (uniform is alpha 0)."""
     alpha = 0.0 if get(cfg, "weighting.name") == "uniform" else _number(get(cfg, "weighting.alpha"))
     return alpha, alpha_label(alpha)
 
 
 def class_key(cfg: dict[str, Any]) -> tuple[tuple[float, float], str]:
+    """``((gamma speech, gamma env), label)`` of a class-weighting run."""
     gamma = get(cfg, "weighting.gamma", {}) or {}
     pair = (_number(gamma.get("speech", 0.0)), _number(gamma.get("environmental", 0.0)))
     return pair, f"({pair[0]:g}, {pair[1]:g})"
 
 
 def curriculum_key(cfg: dict[str, Any]) -> tuple[tuple[int, str], str]:
+    """``(sort key, label)`` of a curriculum-experiment run: uniform first."""
     w = cfg.get("weighting") or {}
     if w.get("name") != "curriculum":
         return (0, "uniform"), "uniform"
@@ -166,6 +171,7 @@ def item_matrix(rows: pd.DataFrame, group: str | None = None) -> pd.DataFrame:
 
 
 def _identity(rows: pd.DataFrame) -> pd.DataFrame:
+    """The item-identifying columns of the first evaluation epoch, by (mixture, source)."""
     present = [c for c in ITEM_ID if c in rows.columns]
     first = rows[rows["epoch"] == rows["epoch"].min()] if "epoch" in rows.columns else rows
     return first.set_index(["mixture", "source"])[present].sort_index()

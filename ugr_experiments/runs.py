@@ -58,6 +58,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
+        """True when the run has its per-source test rows."""
         return self.status == COMPLETE
 
 
@@ -100,6 +101,7 @@ def get(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping (empty for anything else)."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
 
@@ -127,6 +129,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object, or ``{}`` when the file is missing or unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

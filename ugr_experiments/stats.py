@@ -68,6 +68,7 @@ def run_averaged(runs: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _check(matrix: np.ndarray) -> np.ndarray:
+    """An ``(items, epochs)`` float matrix, or a ValueError naming the shape."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
         raise ValueError(f"expected an (items, epochs) matrix, got shape {matrix.shape}")

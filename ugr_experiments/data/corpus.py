@@ -17,7 +17,7 @@ workers never repeat each other and every run sees the same test set.
 Decisions **[ours]**:
 
 - *No silent sources.* A crop whose RMS (after removing its mean) is below ``min_rms_db``
-  dB full scale (default -50; digital silence is about -200, a quiet ESC-50 recording -45)
+  dB full scale (default -65; digital silence is about -200, the quietest ESC-50 clips about -55)
   is redrawn (new file of the same class, new crop), up to ``max_tries`` times, after which
   the item fails with an error naming the class.
 - *Short files* (most spoken digits are under 1 s, far shorter than a 4 s segment):
@@ -105,7 +105,7 @@ class CorpusMixtures(MixtureDataset):
         segment_seconds: float = 4.0,
         n_sources: int = 2,
         snr_db: tuple[float, float] = (-5.0, 5.0),
-        min_rms_db: float = -50.0,
+        min_rms_db: float = -65.0,
         short_sources: str = "concat",
         p_speech: float = 0.5,
         max_tries: int = 100,
