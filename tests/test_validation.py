@@ -143,14 +143,19 @@ def test_result_differences_ignore_what_does_not_change_the_result():
         compose_config(
             ["weighting=robust", "alpha=0.1", "train.progress=false", "train.log_every=3"]
             + ["device=cpu", "eval.batch_size=2", "resume=true", "checkpoint.every_steps=1"]
-            + ["train.num_workers=4", "paths.manifests=/elsewhere", "train.max_bad_steps=2"]
+            + [
+                "train.num_workers=4",
+                "paths.manifests=/elsewhere",
+                "train.max_bad_steps=2",
+                "train.threads=1",
+            ]
         )
     )
     assert result_differences(base, same) == []
     other = to_plain(compose_config(["weighting=robust", "alpha=0.2", "train.epochs=3"]))
     assert result_differences(base, other) == [
         "alpha: 0.1 in the checkpoint, 0.2 now",
-        "train.epochs: 12 in the checkpoint, 3 now",
+        "train.epochs: 6 in the checkpoint, 3 now",
         "weighting.alpha: 0.1 in the checkpoint, 0.2 now",
     ]
     assert "train.progress" in RESUME_IGNORED and "train.batch_size" not in RESUME_IGNORED

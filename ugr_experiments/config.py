@@ -40,6 +40,7 @@ RESUME_IGNORED = (
     "train.log_every",
     "train.audio_every",
     "train.compile",
+    "train.threads",
     "train.max_bad_steps",
     "eval.batch_size",
     "dataset.manifests",
@@ -179,6 +180,7 @@ def _validate_train(cfg: dict[str, Any]) -> None:
         check_int(cfg, f"train.{key}", 1, f"train.{key}={example}")
     check_int(cfg, "train.steps_per_epoch", 1, "train.steps_per_epoch=100", optional=True)
     check_int(cfg, "train.num_workers", 0, "train.num_workers=0")
+    check_int(cfg, "train.threads", 1, "train.threads=1 (null: torch's default)", optional=True)
     check_int(cfg, "train.max_bad_steps", 1, "train.max_bad_steps=20")
     check_int(cfg, "checkpoint.every_steps", 0, "checkpoint.every_steps=50 (0: epoch ends only)")
     check_int(cfg, "eval.batch_size", 1, "eval.batch_size=16")

@@ -192,6 +192,8 @@ def build(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Everything a run needs, from plain config values."""
     seed_everything(cfg["seed"])
     tr = cfg["train"]
+    if tr.get("threads"):  # e.g. 1 per job when several jobs share the cores (joblib sweeps)
+        torch.set_num_threads(tr["threads"])
     rt = distributed.setup(cfg["device"], tr.get("precision", "fp32"))  # torchrun / SLURM ranks
     device, local_batch = rt.device, distributed.per_rank_batch(tr["batch_size"], rt.world_size)
     steps = tr["steps_per_epoch"] or max(1, cfg["dataset"]["n_train"] // tr["batch_size"])
