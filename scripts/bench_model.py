@@ -5,20 +5,25 @@
     python scripts/bench_model.py --device cuda                    # + bf16 autocast, torch.compile
 
 For each configuration (``--configs``) and variant (``--variants``: ``fast``, ``reference``,
-optionally with ``+bf16`` and/or ``+compile``), one subprocess builds the network with the
-same seeded weights and measures, at batch ``--batch`` x ``--seconds`` s x ``--sample-rate``:
+optionally with ``+bf16`` and/or ``+compile``), subprocesses build the network with the
+same seeded weights and measure, at batch ``--batch`` x ``--seconds`` s x ``--sample-rate``:
 
 - the training step (forward, PIT negative SI-SDRi from ``ugr_experiments.losses``, robust
   UGR weighting, backward, Adam): ``--warmup`` untimed steps, then the median of ``--steps``;
-- the peak memory of that process after the training steps (CPU: maximum resident set
-  size; CUDA: ``torch.cuda.max_memory_allocated``), hence one process per measurement,
-  since a process's peak never goes down;
 - inference (``torch.inference_mode``) at batch 1 and 4: the median of ``--infer-reps``;
-- the cost of the reweighting alone (scores, softmax, weighted sum on the (B, S) loss).
+- the cost of the reweighting alone (scores, softmax, weighted sum on the (B, S) loss);
+- the peak memory of one training step, in a process of its own (a process's peak never
+  goes down). CPU: the maximum resident set size with glibc told to map every block of
+  64 KiB or more separately and unmap it on free, so the resident set follows the live
+  tensors; the timing process's own maximum RSS under default malloc is shown too (it
+  adds heap fragmentation, which varies from run to run). CUDA:
+  ``torch.cuda.max_memory_allocated``.
 
-Variants run interleaved: fast, reference, then reference, fast in the next round
-(``--rounds``), so a load change on a shared machine hits both. The ratios are
-reference / fast for times and fast / reference for memory.
+The timing processes run interleaved: fast, reference, then reference, fast in the next
+round (``--rounds``), so a load change on a shared machine hits both. OpenMP threads
+sleep while waiting by default (``--omp-wait-policy``): spinning threads stall for whole
+scheduler slices when other processes share the cores. Ratios are reference / fast for
+times and fast / reference for memory.
 """
 
 from __future__ import annotations
@@ -31,11 +36,21 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from reference_sudormrf import ReferenceSuDORMRF  # noqa: E402
+
+from ugr_experiments.losses import neg_sisdri  # noqa: E402
+from ugr_experiments.models import PRESETS, SuDORMRF  # noqa: E402
+from ugr_experiments.weighting import Progress, RobustWeighting, pmf, weighted_loss  # noqa: E402
+
 CONFIGS = {
     "025x": "sudormrf_025x",
     "05x": "sudormrf_05x",
@@ -49,90 +64,33 @@ CONFIGS = {
 # ---------------------------------------------------------------------------------------
 
 
-def _build(config: str, variant: str, num_sources: int) -> Any:
-    import torch
-
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from reference_sudormrf import ReferenceSuDORMRF
-
-    from ugr_experiments.models import PRESETS, SuDORMRF
-
+def _build(config: str, variant: str, num_sources: int) -> nn.Module:
     sizes = {**PRESETS[CONFIGS[config]], "num_sources": num_sources}
     torch.manual_seed(0)
     model = SuDORMRF(**sizes)  # the same weights for both variants
     if variant.split("+")[0] == "reference":
         ref = ReferenceSuDORMRF(**sizes)
         ref.load_state_dict(model.state_dict())
-        model = ref
+        return ref
     return model
 
 
-def _loss_fn() -> Callable[[Any, Any, Any], Any]:
-    """(est, ref, mix) -> (B, S) per-source loss; the project's PIT neg SI-SDRi if present."""
-    try:
-        from ugr_experiments.losses import neg_sisdri
-
-        return neg_sisdri
-    except ImportError:  # standalone fallback: PIT over permutations of -SI-SDR
-        import itertools
-
-        import torch
-
-        def neg_sisdr_pit(est: Any, ref: Any, mix: Any) -> Any:
-            est = est - est.mean(-1, keepdim=True)
-            ref = ref - ref.mean(-1, keepdim=True)
-            best = None
-            for perm in itertools.permutations(range(est.shape[1])):
-                e = est[:, list(perm)]
-                proj = (e * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + 1e-8)
-                t = proj * ref
-                sdr = 10 * torch.log10(t.pow(2).sum(-1) / ((e - t).pow(2).sum(-1) + 1e-8) + 1e-8)
-                best = (
-                    sdr
-                    if best is None
-                    else torch.where(
-                        sdr.mean(1, keepdim=True) > best.mean(1, keepdim=True), sdr, best
-                    )
-                )
-            return -best
-
-        return neg_sisdr_pit
+_ROBUST = RobustWeighting(alpha=0.2)
 
 
-def _weighting_fn() -> Callable[[Any], Any]:
-    """(B, S) loss -> scalar: robust UGR (alpha = 0.2), as the training loop computes it."""
-    import torch
-
-    try:
-        from ugr_experiments.weighting import Progress, RobustWeighting, pmf, weighted_loss
-
-        robust = RobustWeighting(alpha=0.2)
-
-        def weigh(loss: Any) -> Any:
-            idx = torch.zeros(loss.shape, dtype=torch.long, device=loss.device)
-            return weighted_loss(loss, pmf(robust.scores(loss, idx, idx, Progress(0, 0))))
-
-        return weigh
-    except ImportError:
-
-        def weigh_local(loss: Any) -> Any:
-            p = torch.softmax(0.2 * loss.detach().flatten(), 0).view_as(loss)
-            return (p * loss).sum()
-
-        return weigh_local
+def _weigh(loss: Tensor) -> Tensor:
+    """(B, S) loss -> scalar: robust UGR weighting, as the training loop computes it."""
+    idx = torch.zeros(loss.shape, dtype=torch.long, device=loss.device)
+    return weighted_loss(loss, pmf(_ROBUST.scores(loss, idx, idx, Progress(0, 0))))
 
 
 def _peak_mb(device: str) -> float:
-    import torch
-
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     torch.set_num_threads(args.threads)
     device = args.device
     config, variant = args.worker
@@ -143,7 +101,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1)
     sources = torch.randn(args.batch, args.num_sources, length, generator=gen).to(device)
     mix = sources.sum(1)  # (B, T)
-    loss_fn, weigh = _loss_fn(), _weighting_fn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     run = torch.compile(model) if "compile" in flags else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled="bf16" in flags)
@@ -158,13 +115,23 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         with autocast:
             est = run(mix)  # (B, S, T)
-        loss = loss_fn(est.float(), sources, mix)  # (B, S)
-        weigh(loss).backward()
+        loss = neg_sisdri(est.float(), sources, mix)  # (B, S)
+        _weigh(loss).backward()
         opt.step()
         sync()
         return time.perf_counter() - start
 
     base_mb = _peak_mb(device)
+    if args.mode == "memory":
+        step()
+        return {
+            "config": config,
+            "variant": variant,
+            "mode": "memory",
+            "params": n_params,
+            "peak_mb": _peak_mb(device),
+            "base_mb": base_mb,
+        }
     for _ in range(args.warmup):
         step()
     steps = [step() for _ in range(args.steps)]
@@ -190,12 +157,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     sync()
     start = time.perf_counter()
     for _ in range(reps):
-        weigh(loss)
+        _weigh(loss)
     sync()
     weighting_s = (time.perf_counter() - start) / reps
     return {
         "config": config,
         "variant": variant,
+        "mode": "time",
         "params": n_params,
         "step_s": statistics.median(steps),
         "steps_s": steps,
@@ -211,80 +179,110 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 
 
-def run_worker(config: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", config, variant]
+def run_worker(config: str, variant: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", config, variant, "--mode", mode]
     for key in ("device", "threads", "batch", "seconds", "sample_rate", "num_sources"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     for key in ("steps", "warmup", "infer_reps"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    if mode == "memory" and args.device == "cpu":
+        # Every block of 64 KiB or more gets its own mapping, returned on free: the
+        # resident set then follows the live tensors, and its peak is the model's peak
+        # (default malloc keeps freed heap memory, so its peak also measures fragmentation).
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     try:
         out = subprocess.run(
             cmd, capture_output=True, text=True, env=env, timeout=args.timeout, check=True
         )
     except subprocess.TimeoutExpired:
-        return {"config": config, "variant": variant, "error": f"timeout after {args.timeout} s"}
+        error = f"timeout after {args.timeout} s"
+        return {"config": config, "variant": variant, "mode": mode, "error": error}
     except subprocess.CalledProcessError as err:
-        tail = (err.stderr or "").strip().splitlines()[-3:]
-        return {"config": config, "variant": variant, "error": " | ".join(tail)}
+        tail = " | ".join((err.stderr or "").strip().splitlines()[-3:])
+        return {"config": config, "variant": variant, "mode": mode, "error": tail}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Pool the rounds of each (configuration, variant): all steps, the max peak."""
+    """Per (configuration, variant): all timed steps pooled over rounds, the memory run."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:
-        key = (r["config"], r["variant"])
+        m = merged.setdefault((r["config"], r["variant"]), {"steps_s": [], "infer": {}})
         if "error" in r:
-            merged.setdefault(key, r)
-            continue
-        m = merged.get(key)
-        if m is None or "error" in m:
-            merged[key] = {**r, "infer_all": {k: [v] for k, v in r["infer_s"].items()}}
-            continue
-        m["steps_s"] += r["steps_s"]
-        m["step_s"] = statistics.median(m["steps_s"])
-        m["peak_mb"] = max(m["peak_mb"], r["peak_mb"])
-        for k, v in r["infer_s"].items():
-            m["infer_all"][k].append(v)
-            m["infer_s"][k] = statistics.median(m["infer_all"][k])
+            m.setdefault("errors", []).append(f"{r['mode']}: {r['error']}")
+        elif r["mode"] == "memory":
+            m["peak_mb"], m["params"] = r["peak_mb"], r["params"]
+        else:
+            m["steps_s"] += r["steps_s"]
+            m["rss_mb"] = max(m.get("rss_mb", 0.0), r["peak_mb"])
+            m["weighting_s"], m["params"] = r["weighting_s"], r["params"]
+            for k, v in r["infer_s"].items():
+                m["infer"].setdefault(k, []).append(v)
+    for m in merged.values():
+        if m["steps_s"]:
+            m["step_s"] = statistics.median(m["steps_s"])
+            m["infer_s"] = {k: statistics.median(v) for k, v in m["infer"].items()}
     return merged
 
 
-def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace) -> None:
-    import torch
+def _ratio(num: float | None, den: float | None) -> str:
+    return f"{num / den:.2f}x" if num and den else "-"
 
+
+def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace) -> None:
     print(
         f"\nSudo rm -rf, batch {args.batch} x {args.seconds:g} s x {args.sample_rate} Hz, "
-        f"{args.device}, {args.threads} threads, torch {torch.__version__}; "
-        f"medians of {args.steps} steps x {args.rounds} round(s)"
+        f"{args.device}, {args.threads} threads, OMP_WAIT_POLICY={args.omp_wait_policy}, "
+        f"torch {torch.__version__}; medians of {args.steps} steps x {args.rounds} round(s)"
     )
-    head = f"{'config':6} {'variant':20} {'params':>10} {'step s':>8} {'peak MB':>9} "
-    print(head + f"{'infer b1 s':>11} {'infer b4 s':>11}")
+    cols = ["step s", "peak MB", "RSS MB", "infer b1 s", "infer b4 s"]
+    print(f"{'config':6} {'variant':18} {'params':>10} " + " ".join(f"{c:>11}" for c in cols))
     for config in args.configs:
-        rows = [(v, merged.get((config, v))) for v in args.variants]
-        for variant, r in rows:
-            if r is None or "error" in r:
-                print(f"{config:6} {variant:20} ERROR {r and r.get('error')}")
-                continue
+        for variant in args.variants:
+            m = merged.get((config, variant), {})
+            vals = [m.get("step_s"), m.get("peak_mb"), m.get("rss_mb")]
+            vals += [m.get("infer_s", {}).get(k) for k in ("b1", "b4")]
+            cells = [
+                f"{v:>11,.3f}"
+                if v is not None and v < 100
+                else f"{v:>11,.0f}"
+                if v is not None
+                else f"{'-':>11}"
+                for v in vals
+            ]
+            print(f"{config:6} {variant:18} {m.get('params', 0):>10,} " + " ".join(cells))
+            for err in m.get("errors", []):
+                print(f"{'':6} {variant:18} ERROR {err}")
+        fast, ref = merged.get((config, "fast"), {}), merged.get((config, "reference"), {})
+        if fast and ref:
+            fi, ri = fast.get("infer_s", {}), ref.get("infer_s", {})
+            cells = [
+                _ratio(ref.get("step_s"), fast.get("step_s")),
+                _ratio(fast.get("peak_mb"), ref.get("peak_mb")),
+                _ratio(fast.get("rss_mb"), ref.get("rss_mb")),
+                _ratio(ri.get("b1"), fi.get("b1")),
+                _ratio(ri.get("b4"), fi.get("b4")),
+            ]
             print(
-                f"{config:6} {variant:20} {r['params']:>10,} {r['step_s']:>8.3f} "
-                f"{r['peak_mb']:>9,.0f} {r['infer_s']['b1']:>11.3f} {r['infer_s']['b4']:>11.3f}"
+                f"{config:6} {'ref/fast (mem f/r)':18} {'':>10} "
+                + " ".join(f"{c:>11}" for c in cells)
             )
-        fast, ref = merged.get((config, "fast")), merged.get((config, "reference"))
-        if fast and ref and "error" not in fast and "error" not in ref:
-            print(
-                f"{config:6} {'speed-up ref/fast':20} {'':>10} "
-                f"{ref['step_s'] / fast['step_s']:>7.2f}x "
-                f"{fast['peak_mb'] / ref['peak_mb']:>8.2f}x "
-                f"{ref['infer_s']['b1'] / fast['infer_s']['b1']:>10.2f}x "
-                f"{ref['infer_s']['b4'] / fast['infer_s']['b4']:>10.2f}x"
-            )
-            share = 100 * fast["weighting_s"] / fast["step_s"]
-            print(
-                f"{config:6} reweighting (robust pmf + weighted sum) "
-                f"{1e3 * fast['weighting_s']:.3f} ms = {share:.4f} % of the fast step"
-            )
+            if fast.get("weighting_s") and fast.get("step_s"):
+                share = 100 * fast["weighting_s"] / fast["step_s"]
+                print(
+                    f"{config:6} reweighting (robust scores, softmax, weighted sum): "
+                    f"{1e3 * fast['weighting_s']:.3f} ms = {share:.4f} % of the fast step"
+                )
+    print(
+        "step: forward, PIT neg SI-SDRi, robust UGR weighting, backward, Adam. peak MB: the "
+        "training step's peak resident memory in its own process with every allocation of "
+        ">= 64 KiB mapped and unmapped on free (the live-tensor peak); RSS MB: the timing "
+        "process's peak under default malloc (adds heap fragmentation). Ratios: reference / "
+        "fast for times, fast / reference for memory."
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -308,7 +306,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (ABBA order)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
+    p.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        choices=["passive", "active", "default"],
+        help="OpenMP threads sleep (passive) or spin while waiting; spinning threads stall "
+        "badly when other processes share the cores",
+    )
     p.add_argument("--worker", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.variants is None:
         args.variants = ["fast", "reference"]
@@ -327,8 +333,11 @@ def main(argv: list[str] | None = None) -> None:
         for rnd in range(args.rounds):
             order = args.variants if rnd % 2 == 0 else args.variants[::-1]
             for variant in order:
-                print(f"[{config} {variant} round {rnd + 1}] ...", flush=True, file=sys.stderr)
-                results.append(run_worker(config, variant, args))
+                print(f"[{config} {variant}: time, round {rnd + 1}]", flush=True, file=sys.stderr)
+                results.append(run_worker(config, variant, "time", args))
+        for variant in args.variants:
+            print(f"[{config} {variant}: peak memory]", flush=True, file=sys.stderr)
+            results.append(run_worker(config, variant, "memory", args))
     merged = _merge(results)
     report(merged, args)
     if args.json:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +16,9 @@ from ugr_experiments.models import PRESETS, SuDORMRF, build_model, load_authors_
 from ugr_experiments.models.ops import (
     decode_overlap_add,
     depthwise_conv1d,
-    pointwise_conv_group_norm,
+    group_norm_prelu,
+    prelu,
+    upsample_add,
 )
 from ugr_experiments.models.sudormrf import pad_multiple, toeplitz_index
 
@@ -177,15 +183,26 @@ def test_depthwise_conv_gradients_equal_conv1d(stride: int, length: int) -> None
     torch.testing.assert_close(grads, torch.autograd.grad(direct, (x, w, b), g))
 
 
-def test_pointwise_conv_group_norm_equals_conv_then_group_norm() -> None:
+def test_prelu_gradients_equal_the_layer() -> None:
     torch.manual_seed(0)
-    # A large common offset and uneven scales: the variance must not cancel.
-    x = (100 + torch.randn(2, 8, 50) * torch.rand(1, 8, 1) * 3).double().requires_grad_()
-    w, b = torch.randn(24, 8, 1, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
-    gamma, beta = torch.randn(24, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
-    params = [p.requires_grad_() for p in (w, b, gamma, beta)]
-    fast = pointwise_conv_group_norm(x, w, b, gamma, beta, 1e-8)
-    direct = F.group_norm(F.conv1d(x, w, b), 1, gamma, beta, 1e-8)
+    x = torch.randn(3, 6, 40, dtype=torch.float64)
+    x[0, 0, :5] = 0.0  # the kink: PyTorch's convention (slope) must be kept
+    x.requires_grad_()
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    fast, direct = prelu(x, w), F.prelu(x, w)
+    torch.testing.assert_close(fast, direct)
+    g = torch.randn_like(direct)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, (x, w), g), torch.autograd.grad(direct, (x, w), g)
+    )
+
+
+def test_group_norm_prelu_gradients_equal_the_layers() -> None:
+    torch.manual_seed(1)
+    x = (3 + 2 * torch.randn(2, 6, 30, dtype=torch.float64)).requires_grad_()
+    params = [torch.randn(6, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    fast = group_norm_prelu(x, *params, 1e-8)
+    direct = F.prelu(F.group_norm(x, 1, params[0], params[1], 1e-8), params[2])
     torch.testing.assert_close(fast, direct)
     g = torch.randn_like(direct)
     torch.testing.assert_close(
@@ -198,12 +215,25 @@ def test_decoder_overlap_add_equals_conv_transpose() -> None:
     x = torch.randn(2, 2 * 6, 7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2 * 6, 1, 9, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    fast = decode_overlap_add(x, w, b, num_sources=2, stride=4, padding=4)
+    fast = decode_overlap_add(x.chunk(2, dim=1), w, b, stride=4, padding=4)
     direct = F.conv_transpose1d(x, w, b, 4, 4, output_padding=3, groups=2)
     torch.testing.assert_close(fast, direct)
     g = torch.randn_like(direct)
     torch.testing.assert_close(
         torch.autograd.grad(fast, (x, w, b), g), torch.autograd.grad(direct, (x, w, b), g)
+    )
+
+
+def test_upsample_add_equals_upsample_then_add() -> None:
+    fine = torch.randn(2, 3, 16, dtype=torch.float64, requires_grad=True)
+    coarse = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    fast = upsample_add(fine, coarse)
+    direct = fine + torch.nn.Upsample(scale_factor=2, mode="nearest")(coarse)
+    torch.testing.assert_close(fast, direct)
+    g = torch.randn_like(direct)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, (fine, coarse), g),
+        torch.autograd.grad(direct, (fine, coarse), g),
     )
 
 
@@ -284,7 +314,7 @@ def test_loads_a_state_dict_in_the_authors_naming() -> None:
     torch.testing.assert_close(model(mix), ref(mix), rtol=1e-4, atol=1e-5)
 
 
-def test_loads_an_authors_state_dict_file_and_module(tmp_path) -> None:
+def test_loads_an_authors_state_dict_file_and_module(tmp_path: Path) -> None:
     authors = _authors_state_dict(TINY)
     path = tmp_path / "authors.pt"
     torch.save({"module." + k: v for k, v in authors.items()}, path)
@@ -307,3 +337,22 @@ def test_loading_a_mismatched_checkpoint_says_why() -> None:
     authors = _authors_state_dict(TINY)
     with pytest.raises(ValueError, match="upsampling_depth"):
         load_authors_state_dict(SuDORMRF(**{**TINY, "upsampling_depth": 2}), authors)
+
+
+@pytest.mark.slow
+def test_bench_script_runs_fast_and_reference_side_by_side(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(root / "scripts" / "bench_model.py"), "--configs", "cpu"]
+    cmd += ["--seconds", "0.25", "--batch", "2", "--steps", "1", "--warmup", "0"]
+    cmd += ["--infer-reps", "1", "--threads", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    assert "ref/fast" in proc.stdout and "reweighting" in proc.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert {(r["variant"], r["mode"]) for r in runs} == {
+        ("fast", "time"),
+        ("reference", "time"),
+        ("fast", "memory"),
+        ("reference", "memory"),
+    }
+    assert all("error" not in r and r["params"] == 223_558 for r in runs)

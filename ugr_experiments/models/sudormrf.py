@@ -12,6 +12,9 @@ way it is computed differs (see docs/models.md for the measurements):
   (N x C) matrix, so the head is one matrix product on the C = 128 bottleneck
   channels instead of a convolution over N x N x frames. With two sources the
   softmax only needs the difference of the two logits, which halves it again.
+* On CPU, the convolutions, GroupNorm + PReLU, the decoder and the upsampling
+  sums run through the formulations of :mod:`ugr_experiments.models.ops` (faster
+  kernels, fewer stored activations); elsewhere through the plain layers.
 * Nearest-neighbour upsampling plus the top-down sum is a broadcast add on a
   (..., F/2, 2) view: the upsampled tensor is never materialised.
 * Input padding is ``F.pad`` (the authors' code allocated a CPU float32 tensor).
@@ -32,10 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ugr_experiments.models.ops import (
+    batched_affine,
     decode_overlap_add,
     depthwise_conv1d,
+    group_norm_prelu,
     pointwise_conv1d,
-    pointwise_conv_group_norm,
+    upsample_add,
 )
 
 __all__ = [
@@ -126,20 +131,17 @@ class ConvNorm(nn.Module):
         self.act = nn.PReLU(out_channels) if act else None
 
     def forward(self, x: Tensor) -> Tensor:
-        conv, norm = self.conv, self.norm
-        if conv.kernel_size[0] == 1 and conv.groups == 1 and conv.in_channels < conv.out_channels:
-            y = pointwise_conv_group_norm(
-                x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps
-            )  # (B, C_out, F), normalised
-            return y if self.act is None else self.act(y)
+        conv = self.conv
         if conv.kernel_size[0] == 1 and conv.groups == 1:
             y = pointwise_conv1d(x, conv.weight, conv.bias)
         elif conv.groups == conv.in_channels == conv.out_channels:
             y = depthwise_conv1d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
         else:
             y = conv(x)
-        y = self.norm(y)
-        return y if self.act is None else self.act(y)
+        norm = self.norm
+        if self.act is None:
+            return norm(y)
+        return group_norm_prelu(y, norm.weight, norm.bias, self.act.weight, norm.eps)
 
 
 class NormAct(nn.Module):
@@ -156,7 +158,8 @@ class NormAct(nn.Module):
         self.act = nn.PReLU(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(x))
+        norm = self.norm
+        return group_norm_prelu(x, norm.weight, norm.bias, self.act.weight, norm.eps)
 
 
 class UBlock(nn.Module):
@@ -194,9 +197,7 @@ class UBlock(nn.Module):
             levels.append(layer(levels[-1]))  # (B, C_U, F / 2^k)
         top = levels.pop()
         while levels:
-            fine = levels.pop()  # (B, C_U, 2 F')
-            # Nearest x2 upsampling + sum as a broadcast on a (F', 2) view.
-            top = (fine.unflatten(-1, (-1, 2)) + top.unsqueeze(-1)).flatten(-2)
+            top = upsample_add(levels.pop(), top)  # (B, C_U, 2 F')
         return self.module_act(self.conv_1x1_exp(self.final_norm(top)) + x)  # (B, C, F)
 
 
@@ -277,16 +278,11 @@ class SuDORMRF(nn.Module):
         x, length = _as_batch_channel_time(wav)  # (B, 1, T)
         x = F.pad(x, (0, -length % self.lcm))  # (B, 1, T')
         enc = self.encoder(x)  # (B, N, F)
-        h = self.sm(self.l1(self.ln(enc)))  # (B, C, F)
-        masked = self._masks(h) * enc.unsqueeze(1)  # (B, S, N, F)
+        h = pointwise_conv1d(self.ln(enc), self.l1.weight, self.l1.bias)  # (B, C, F)
+        h = self.sm(h)  # (B, C, F)
         dec = self.decoder
         est = decode_overlap_add(
-            masked.flatten(1, 2),
-            dec.weight,
-            dec.bias,
-            self.num_sources,
-            dec.stride[0],
-            dec.padding[0],
+            self._masked(h, enc), dec.weight, dec.bias, dec.stride[0], dec.padding[0]
         )  # (B, S, T')
         return est[..., :length]  # (B, S, T)
 
@@ -310,15 +306,25 @@ class SuDORMRF(nn.Module):
         b_r = self.reshape_before_masks.bias  # (N,)
         return toeplitz @ w_r, bias + (toeplitz @ b_r)[..., None]
 
-    def _masks(self, h: Tensor) -> Tensor:
-        """Masks from the separation features (B, C, F) -> (B, S, N, F)."""
+    def _masked(self, h: Tensor, enc: Tensor) -> list[Tensor]:
+        """Masked encoder frames of every source, from the separation features.
+
+        Args:
+            h: separation features, (B, C, F).
+            enc: encoder output, (B, N, F).
+
+        Returns:
+            S tensors of shape (B, N, F).
+        """
         weight, bias = self._mask_matrix()  # (S', N, C), (S', N, 1)
-        logits = torch.matmul(weight, h.unsqueeze(1)) + bias  # (B, S', N, F)
-        if self.num_sources == 1:
-            return torch.sigmoid(logits)
         if self.num_sources == 2:
-            return torch.sigmoid(torch.cat([logits, -logits], dim=1))
-        return torch.softmax(logits, dim=1)
+            # softmax([l0, l1]) = [sigmoid(l0 - l1), 1 - sigmoid(l0 - l1)]
+            diff = batched_affine(h, weight[0], bias[0])  # (B, N, F)
+            first = torch.sigmoid(diff) * enc  # (B, N, F)
+            return [first, enc - first]
+        logits = torch.matmul(weight, h.unsqueeze(1)) + bias  # (B, S', N, F)
+        masks = torch.sigmoid(logits) if self.num_sources == 1 else torch.softmax(logits, dim=1)
+        return list((masks * enc.unsqueeze(1)).unbind(1))  # S x (B, N, F)
 
 
 def _check_sizes(**sizes: int) -> None:
