@@ -10,11 +10,16 @@ All logic lives in ``ugr_experiments.train.run``; this file only hands it Hydra'
 the run directory.
 """
 
+import os
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+# Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads can make
+# a step several times slower, on a quiet one it changes nothing (must precede torch's import).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -4,7 +4,7 @@
     python scripts/bench_train_step.py --pairs 40 --threads 2 --json out.json
     python scripts/bench_train_step.py model=sudormrf_05x dataset.segment_seconds=4   # overrides
 
-The two variants are timed interleaved (uniform, robust, uniform, robust, ...) on the same
+The two variants are timed interleaved (uniform, robust, robust, uniform, ...) on the same
 batch, so a load change on a shared machine hits both alike; the overhead is the median of
 the per-pair time ratios (DESIGN.md, "Measuring small overheads"). The cost of the weighting
 computation alone (scores, softmax, weighted sum) is timed as well, against the median step.
@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
             time_step(ctx, batch, w, i)
     times: dict[str, list[float]] = {"uniform": [], "robust": []}
     for i in range(args.pairs):
-        for name, w in weightings.items():
-            times[name].append(time_step(ctx, batch, w, i))
+        # ABBA order: which variant runs first alternates, so an order effect cancels out.
+        order = ["uniform", "robust"] if i % 2 == 0 else ["robust", "uniform"]
+        for name in order:
+            times[name].append(time_step(ctx, batch, weightings[name], i))
     ratios = [r / u for u, r in zip(times["uniform"], times["robust"], strict=True)]
     med = {k: statistics.median(v) for k, v in times.items()}
     weigh = time_weighting_only(batch, weightings["robust"])

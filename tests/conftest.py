@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# As train.py does: idle OpenMP threads sleep, so tests that run two processes side by side
+# (DDP, resume) do not stall each other. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def conf_dir() -> Path:
 
 
 def train_main() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see the root train.py
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
