@@ -123,3 +123,37 @@ def test_quick_start_default_run_reaches_5_db(tmp_path):
     print(out.stdout[-2000:], f"wall {info['wall_seconds']} s")
     assert info["test_sisdri_mean"] >= 5.0
     check_run_dir(tmp_path / "run")
+
+
+def test_deferred_host_sync_gives_the_same_run(tmp_path, monkeypatch):
+    """On CUDA the figures of a step are read only at logging/checkpoint steps (no sync in
+    between). Forced on here: the run, its checkpoints and its logs must not change."""
+    import ugr_experiments.train as train_module
+
+    cfg = TINY + [
+        "train.epochs=2",
+        "train.steps_per_epoch=5",
+        "train.log_every=3",
+        "checkpoint.every_steps=4",
+        "weighting=robust",
+        "alpha=0.2",
+    ]
+    run(compose_config(cfg), tmp_path / "plain")
+    calls = []
+
+    def deferred(device):
+        calls.append(device)
+        return True
+
+    monkeypatch.setattr(train_module, "defer_host_sync", deferred)
+    run(compose_config(cfg), tmp_path / "deferred")
+    assert calls
+    for name in ("per_source_sisdri.csv", "sisdri_table.csv"):
+        assert (tmp_path / "plain" / name).read_bytes() == (
+            tmp_path / "deferred" / name
+        ).read_bytes()
+    a, b = (pd.read_csv(tmp_path / d / "history.csv") for d in ("plain", "deferred"))
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    last_a = load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")
+    last_b = load_checkpoint(tmp_path / "deferred" / "checkpoints" / "last.pt")
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])

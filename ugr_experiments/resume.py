@@ -330,6 +330,16 @@ def steps_per_epoch(ctx: dict[str, Any]) -> int:
     return len(ctx["data"]["train"]) // ctx["cfg"]["train"]["batch_size"]
 
 
+def count_step(ctx: dict[str, Any], finite: bool) -> None:
+    """Count a step as finite (ends a run of non-finite steps) or skipped."""
+    state = ctx["state"]
+    if bool(finite):  # a bool, or a () bool tensor
+        state.bad_in_row = 0
+    else:
+        state.bad_in_row += 1
+        state.skipped += 1
+
+
 def after_step(ctx: dict[str, Any], finite: bool) -> None:
     """Bookkeeping after every optimiser step (``ctx["state"]`` already counts it).
 
@@ -343,13 +353,9 @@ def after_step(ctx: dict[str, Any], finite: bool) -> None:
         RunInterrupted: a SIGINT or SIGTERM arrived (after saving).
     """
     state, cfg = ctx["state"], ctx["cfg"]
-    if bool(finite):  # a bool, or a () bool tensor
-        state.bad_in_row = 0
-    else:
-        state.bad_in_row += 1
-        state.skipped += 1
-        if state.bad_in_row >= cfg["train"]["max_bad_steps"]:
-            raise TrainingDiverged(_diverged_message(ctx, save_last(ctx)))
+    count_step(ctx, finite)
+    if not bool(finite) and state.bad_in_row >= cfg["train"]["max_bad_steps"]:
+        raise TrainingDiverged(_diverged_message(ctx, save_last(ctx)))
     if _signalled(ctx):
         _interrupt(ctx, save_last(ctx))
     every = cfg["checkpoint"]["every_steps"]

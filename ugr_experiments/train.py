@@ -145,6 +145,8 @@ def train_epoch(ctx: dict[str, Any], writer: SummaryWriter) -> dict[str, float]:
         disable=not (cfg["train"]["progress"] and ctx["rt"].is_main),
         leave=False,
     )
+    defer = defer_host_sync(ctx["device"])
+    pending: list[tuple[StepOutput, int, int]] = []  # steps whose figures are still on device
     for batch in bar:
         out = train_step(
             model,
@@ -158,19 +160,65 @@ def train_epoch(ctx: dict[str, Any], writer: SummaryWriter) -> dict[str, float]:
         )
         state.step += 1
         state.batch += 1
-        if out.finite:
-            state.losses.append(float(out.loss))
-            state.sisdris.append(float(out.sisdri))
-            log_step(ctx, out, writer, bar)
-        else:
-            log.warning("non-finite loss or gradient at step %d: step skipped", state.step)
-        resume.after_step(ctx, out.finite)  # counts skipped steps, checkpoints, obeys signals
+        pending.append((out, state.step, state.batch))
+        if not defer or sync_due(ctx):
+            flush_steps(ctx, pending, writer, bar)
+    flush_steps(ctx, pending, writer, bar)
     losses, sisdris = state.losses, state.sisdris
     return {
         "train_loss": float(np.mean(losses)) if losses else math.nan,
         "train_sisdri": float(np.mean(sisdris)) if sisdris else math.nan,
         "skipped_steps": state.skipped,
     }
+
+
+def defer_host_sync(device: torch.device) -> bool:
+    """On CUDA the step's figures stay on the device until a logging or checkpoint step, so
+    the GPU never waits for the host; on the CPU reading them is free, so every step syncs."""
+    return device.type == "cuda"
+
+
+def sync_due(ctx: dict[str, Any]) -> bool:
+    """Steps at which deferred figures are read: logging, pmf health, checkpoint, epoch end.
+
+    The same on every rank (they depend only on the step), so DDP collectives stay matched.
+    """
+    state, cfg, health = ctx["state"], ctx["cfg"], ctx["weighting"].health_every
+    every = cfg["checkpoint"]["every_steps"]
+    return (
+        state.step % cfg["train"]["log_every"] == 0
+        or bool(health and state.step % health == 0)
+        or bool(every and state.step % every == 0)
+        or state.batch >= resume.steps_per_epoch(ctx)
+    )
+
+
+def flush_steps(
+    ctx: dict[str, Any],
+    pending: list[tuple[StepOutput, int, int]],
+    writer: SummaryWriter,
+    bar: tqdm,
+) -> None:
+    """The per-step bookkeeping of the ``pending`` steps, in order (one host sync for all).
+
+    Only the newest step runs :func:`resume.after_step` (checkpoints, signals, the limit of
+    non-finite steps): a checkpoint must hold the newest weights with the newest step.
+    """
+    state = ctx["state"]
+    for i, (out, step, batch) in enumerate(pending):
+        state.step, state.batch = step, batch
+        finite = bool(out.finite)
+        if finite:
+            state.losses.append(float(out.loss))
+            state.sisdris.append(float(out.sisdri))
+            log_step(ctx, out, writer, bar)
+        else:
+            log.warning("non-finite loss or gradient at step %d: step skipped", step)
+        if i == len(pending) - 1:
+            resume.after_step(ctx, finite)  # counts skipped steps, checkpoints, obeys signals
+        else:
+            resume.count_step(ctx, finite)
+    pending.clear()
 
 
 def log_step(ctx: dict[str, Any], out: StepOutput, writer: SummaryWriter, bar: tqdm) -> None:
