@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from ugr_experiments.config import to_plain  # noqa: E402
 from ugr_experiments.data import build_datasets, collate_mixtures  # noqa: E402
+from ugr_experiments.distributed import resolve_device  # noqa: E402
 from ugr_experiments.models import build_model  # noqa: E402
-from ugr_experiments.train import pick_device, train_step  # noqa: E402
+from ugr_experiments.train import train_step  # noqa: E402
 from ugr_experiments.weighting import Progress, build_weighting  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def time_loader(dataset, batch_size: int, workers: int, batches: int) -> float:
 
 def time_steps(cfg: dict, dataset, steps: int) -> tuple[float, int]:
     """Training steps per second of the configured model; returns (steps/s, parameters)."""
-    device = pick_device(cfg["device"])
+    device = resolve_device(cfg["device"])
     model_cfg = dict(cfg["model"])
     model = build_model(model_cfg.pop("name"), **model_cfg).to(device)
     weighting = build_weighting(cfg["weighting"], dataset.class_names, dataset.group_names)

@@ -11,32 +11,26 @@ markers where the pair is one of the paper's. Writes ``classes.png`` and ``class
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from ugr_experiments.figures import classes_data, classes_figure, save
-from ugr_experiments.runs import load_runs
+from matplotlib.figure import Figure
+
+from ugr_experiments.figures import classes_data, classes_figure, plot_main
+from ugr_experiments.runs import Run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Load the runs, draw the per-class bars, write PNG and PDF; the exit status."""
-    parser = argparse.ArgumentParser(prog="plot_classes.py", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
-    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
-    parser.add_argument("--stem", default="classes", help="file name without extension")
-    parser.add_argument("--title", default="", help="figure title (default: says what it shows)")
-    args = parser.parse_args(argv)
-    try:
-        rows = classes_data(load_runs(args.dirs))
-    except FileNotFoundError as err:
-        sys.exit(f"plot_classes.py: {err}")
-    if not rows:
-        sys.exit(f"plot_classes.py: no complete class-weighting run under {args.dirs}")
-    for path in save(classes_figure(rows, args.title), args.out, args.stem):
-        print(f"wrote {path}")
-    return 0
+    """Load the runs, draw the figure, write PNG and PDF; the exit status."""
+
+    def draw(runs: list[Run], title: str) -> Figure | None:
+        rows = classes_data(runs)
+        return classes_figure(rows, title) if rows else None
+
+    description = __doc__.splitlines()[0]
+    return plot_main(
+        argv, "plot_classes.py", description, "classes", draw, "no complete class-weighting run"
+    )
 
 
 if __name__ == "__main__":

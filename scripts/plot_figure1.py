@@ -10,32 +10,26 @@ and ``figure1.pdf`` in ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from ugr_experiments.figures import figure1, figure1_data, save
-from ugr_experiments.runs import load_runs
+from matplotlib.figure import Figure
+
+from ugr_experiments.figures import figure1, figure1_data, plot_main
+from ugr_experiments.runs import Run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Load the runs, draw Figure 1, write PNG and PDF; the exit status."""
-    parser = argparse.ArgumentParser(prog="plot_figure1.py", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
-    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
-    parser.add_argument("--stem", default="figure1", help="file name without extension")
-    parser.add_argument("--title", default="", help="figure title (default: says what it shows)")
-    args = parser.parse_args(argv)
-    try:
-        values = figure1_data(load_runs(args.dirs))
-    except FileNotFoundError as err:
-        sys.exit(f"plot_figure1.py: {err}")
-    if not values:
-        sys.exit(f"plot_figure1.py: no complete robust (or uniform) run under {args.dirs}")
-    for path in save(figure1(values, args.title), args.out, args.stem):
-        print(f"wrote {path}")
-    return 0
+    """Load the runs, draw the figure, write PNG and PDF; the exit status."""
+
+    def draw(runs: list[Run], title: str) -> Figure | None:
+        values = figure1_data(runs)
+        return figure1(values, title) if values else None
+
+    description = __doc__.splitlines()[0]
+    return plot_main(
+        argv, "plot_figure1.py", description, "figure1", draw, "no complete robust (or uniform) run"
+    )
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ugr_experiments.data.corpus import PREP_COMMAND, SHORT_SOURCES
+from ugr_experiments.weighting import LENGTH_UNITS, SHAPES, UNITS
+
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam",)
-SHORT_SOURCES = ("concat", "pad")
-WEIGHTING_UNITS = ("sources", "mixtures")
-CURRICULUM_SHAPES = ("linear", "cosine", "exponential")
-CURRICULUM_UNITS = ("steps", "epochs")
 # Added with resumable training; filled in when a (plain) config lacks them.
 DEFAULTS = {"resume": False, "train.max_bad_steps": 20, "checkpoint.every_steps": 50}
 
@@ -48,11 +47,6 @@ RESUME_IGNORED = (
     "weighting.health_every",
 )
 
-# Data preparation command of each manifest group (see data_prep/).
-PREP_COMMANDS = {
-    "speech": "ugr-prep-speech --root <speech corpus folder>",
-    "environmental": "ugr-prep-esc50 --root <ESC-50 folder>",
-}
 
 MISSING = object()
 
@@ -108,11 +102,12 @@ def _parse_alphas(weighting: dict[str, Any], prefix: str = "weighting") -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _get(cfg: dict[str, Any], key: str) -> Any:
+def get_key(cfg: dict[str, Any], key: str, default: Any = MISSING) -> Any:
+    """``cfg["a"]["b"]`` for the dotted ``key`` ``"a.b"``, or ``default`` where it is missing."""
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return MISSING
+            return default
         node = node[part]
     return node
 
@@ -129,7 +124,7 @@ def check_int(
     cfg: dict[str, Any], key: str, low: int, example: str, optional: bool = False
 ) -> None:
     """``key`` must be an integer >= ``low`` (or null/absent when ``optional``)."""
-    value = _get(cfg, key)
+    value = get_key(cfg, key)
     if optional and (value is None or value is MISSING):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -147,7 +142,7 @@ def check_number(
     optional: bool = False,
 ) -> None:
     """``key`` must be a finite number (fractions accepted) satisfying ``ok``; stored as float."""
-    value = _get(cfg, key)
+    value = get_key(cfg, key)
     if optional and (value is None or value is MISSING):
         return
     if value is MISSING:
@@ -160,7 +155,7 @@ def check_number(
 
 def check_choice(cfg: dict[str, Any], key: str, allowed: tuple[str, ...], optional: bool) -> None:
     """``key`` must be one of ``allowed``."""
-    value = _get(cfg, key)
+    value = get_key(cfg, key)
     if optional and value is MISSING:
         return
     if value not in allowed:
@@ -280,13 +275,13 @@ def _nested(prefix: str, node: dict[str, Any]) -> dict[str, Any]:
 def _validate_weighting(w: dict[str, Any], prefix: str) -> None:
     """Numbers and choices of a weighting config (names of classes are checked at build)."""
     root = _nested(prefix, w)
-    check_choice(root, f"{prefix}.unit", WEIGHTING_UNITS, optional=True)
+    check_choice(root, f"{prefix}.unit", UNITS, optional=True)
     check_int(root, f"{prefix}.health_every", 0, f"{prefix}.health_every=25", optional=True)
     if w.get("name") == "curriculum":
         check_number(root, f"{prefix}.beta0", lambda b: b < 0, "< 0", f"{prefix}.beta0=-0.2")
         check_int(root, f"{prefix}.length", 1, f"{prefix}.length=6")
-        check_choice(root, f"{prefix}.shape", CURRICULUM_SHAPES, optional=True)
-        check_choice(root, f"{prefix}.length_unit", CURRICULUM_UNITS, optional=True)
+        check_choice(root, f"{prefix}.shape", SHAPES, optional=True)
+        check_choice(root, f"{prefix}.length_unit", LENGTH_UNITS, optional=True)
         rate = f"{prefix}.rate"
         check_number(root, rate, lambda r: r > 0, "> 0", f"{rate}=5", optional=True)
     if w.get("name") == "class":
@@ -307,7 +302,7 @@ def _validate_weighting(w: dict[str, Any], prefix: str) -> None:
 def validate(cfg: dict[str, Any]) -> None:
     """Ranges and types of the options every run uses (raises ConfigError)."""
     for key, value in DEFAULTS.items():
-        if _get(cfg, key) is MISSING:
+        if get_key(cfg, key) is MISSING:
             _set(cfg, key, value)
     _validate_train(cfg)
     _validate_optim(cfg)
@@ -325,10 +320,10 @@ def check_paths(cfg: dict[str, Any]) -> None:
     data = cfg["dataset"]
     for group, path in (data.get("manifests") or {}).items():
         if path is None or not Path(path).is_file():
-            prep = PREP_COMMANDS.get(group, "the matching data_prep script")
+            prep = PREP_COMMAND.get(group, "the matching data_prep script --output {path}")
             raise ConfigError(
                 f"dataset.manifests.{group}: no manifest at {path!r} "
-                f"({Path(str(path)).resolve()}). Write it once with `{prep} --output {path}`, "
+                f"({Path(str(path)).resolve()}). Write it once with `{prep.format(path=path)}`, "
                 "or point paths.manifests (environment variable UGR_MANIFESTS) at the folder "
                 "that holds it"
             )

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,12 +50,11 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from ugr_experiments.checkpoint import save_checkpoint
-from ugr_experiments.config import ConfigError
+from ugr_experiments.config import DEVICES, ConfigError
 from ugr_experiments.weighting import AllGather, distributed_all_gather
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # Generous: ranks wait in collectives while rank 0 writes checkpoints and tables.
 TIMEOUT = timedelta(minutes=30)
@@ -149,7 +149,8 @@ def _destroy_process_group() -> None:
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """The config's ``device`` (``auto``, ``cpu``, ``cuda``) as a device of this process.
+    """The config's ``device`` (``auto``, ``cpu``, ``cuda``; the command lines also take
+    ``cuda:N``) as a device of this process.
 
     Args:
         name: the config value.
@@ -159,14 +160,14 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     Raises:
         ConfigError: an unknown name, or ``cuda`` without CUDA.
     """
-    if name not in DEVICES:
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", name):
         raise ConfigError(f"device must be one of {list(DEVICES)}; got {name!r} (e.g. device=auto)")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError("device=cuda but CUDA is not available; use device=cpu or device=auto")
     if local_rank is None:
-        return torch.device("cuda")
+        return torch.device(name if name.startswith("cuda") else "cuda")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
@@ -188,7 +189,7 @@ def check_precision(precision: str, device: torch.device) -> str:
 def setup(device: str = "auto", precision: str = "fp32") -> Runtime:
     """The runtime of this process; joins the process group under torchrun or submitit.
 
-    Idempotent: a run calls it more than once, and a test may have initialised the group.
+    Idempotent: a test (or a script) may have initialised the group already.
     Ranks other than 0 log warnings and errors only.
 
     Args:

@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """``ugr-evaluate MODEL [OVERRIDES] -o OUT``: errors exit with a message, nothing partial."""
-    from ugr_experiments.separate import pick_device
+    from ugr_experiments.distributed import resolve_device
     from ugr_experiments.tables import to_markdown
 
     args = build_parser().parse_intermixed_args(argv)
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         overwrite=args.overwrite,
     )
     try:
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
         loaded = load_model(args.model, device)
         table = evaluate_model(loaded, args.output, opts, device)
     except (ModelFileError, AudioDecodeError, OSError, ValueError) as err:

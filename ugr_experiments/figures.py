@@ -12,7 +12,9 @@ figures can be tested with hand-made numbers. :func:`save` writes PNG and PDF.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from matplotlib.figure import Figure
 
 from ugr_experiments import paper
 from ugr_experiments.report import conditions, item_matrix, summarize_condition
-from ugr_experiments.runs import Run, get
+from ugr_experiments.runs import Run, get, load_runs
 from ugr_experiments.stats import gaussian_kde
 
 SUBSETS = (("speech", "speech"), ("environmental", "environmental"), ("all", "combined"))
@@ -35,6 +37,41 @@ def save(fig: Figure, out_dir: str | Path, stem: str, dpi: int = 150) -> list[Pa
     fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
     return paths
+
+
+def plot_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    stem: str,
+    draw: Callable[[list[Run], str], Figure | None],
+    nothing: str,
+) -> int:
+    """The command line shared by the plot scripts: run/sweep dirs in, PNG and PDF out.
+
+    Args:
+        argv: the arguments (None: ``sys.argv``).
+        prog: the script's name, for messages.
+        description: the ``--help`` text.
+        stem: the default file name without extension.
+        draw: runs and title to the figure, or None when no run fits.
+        nothing: what is missing when ``draw`` returns None ("no complete ... run").
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
+    parser.add_argument("--stem", default=stem, help="file name without extension")
+    parser.add_argument("--title", default="", help="figure title (default: says what it shows)")
+    args = parser.parse_args(argv)
+    try:
+        fig = draw(load_runs(args.dirs), args.title)
+    except FileNotFoundError as err:
+        sys.exit(f"{prog}: {err}")
+    if fig is None:
+        sys.exit(f"{prog}: {nothing} under {args.dirs}")
+    for path in save(fig, args.out, args.stem):
+        print(f"wrote {path}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from ugr_experiments.config import ConfigError, parse_number
+from ugr_experiments.config import ConfigError, get_key, parse_number
 
 ROWS_FILE = "per_source_sisdri.csv"
 FAILURE_FILE = "failure.json"
@@ -91,13 +91,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def get(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    """``cfg["a"]["b"]`` for ``"a.b"``, or ``default`` where a key is missing."""
-    node: Any = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return node
+    """``cfg["a"]["b"]`` for ``"a.b"``, or ``default`` (None) where a key is missing."""
+    return get_key(cfg, dotted, default)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

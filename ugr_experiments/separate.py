@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from ugr_experiments.data.audio import AudioDecodeError, AudioInfo, check_decodable, read_frames
 from ugr_experiments.data.audio import resample as soxr_resample
+from ugr_experiments.distributed import resolve_device
 from ugr_experiments.export import (
     LoadedModel,
     ModelFileError,
@@ -458,15 +459,6 @@ def separate_file(
 # ---------------------------------------------------------------------------------------------
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ugr-separate",
@@ -506,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.no_progress,
     )
     try:
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
         loaded = load_model(args.model, device)
         written = separate_files(loaded, args.inputs, args.output, opts, device)
     except (ModelFileError, AudioDecodeError, OSError, ValueError) as err:

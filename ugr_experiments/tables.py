@@ -188,18 +188,20 @@ def _format_number(x: float, column: str) -> str:
     return f"{x:.2f}"
 
 
-def _cells(df: pd.DataFrame, spread: pd.DataFrame | None, pm: str) -> list[list[str]]:
-    """Formatted cells, row by row; ``mean pm spread`` where a spread is given."""
+def _cells(df: pd.DataFrame, spread: pd.DataFrame | None) -> pd.DataFrame:
+    """The table as string cells, its index as the first column; ``mean ± spread`` where a
+    spread is given (the form :func:`cells_to_markdown` and :func:`cells_to_latex` print)."""
     rows = []
     for name in df.index:
-        row = []
+        row = [str(name)]
         for column in df.columns:
             cell = _format_number(df.at[name, column], column)
             if spread is not None and column in STAT_COLUMNS and column in spread.columns:
-                cell += f"{pm}{_format_number(spread.at[name, column], column)}"
+                cell += f" ± {_format_number(spread.at[name, column], column)}"
             row.append(cell)
-        rows.append([str(name)] + row)
-    return rows
+        rows.append(row)
+    header = [df.index.name or INDEX_NAME] + [str(c) for c in df.columns]
+    return pd.DataFrame(rows, columns=header)
 
 
 def to_markdown(
@@ -209,14 +211,7 @@ def to_markdown(
 
     Numbers have 2 decimals (counts none); with ``spread``, cells read ``mean ± spread``.
     """
-    header = [df.index.name or INDEX_NAME] + [str(c) for c in df.columns]
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * len(df.columns)) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in _cells(df, spread, " ± ")]
-    if footer:
-        lines += ["", footer]
-    return "\n".join(lines) + "\n"
+    return cells_to_markdown(_cells(df, spread), title, footer)
 
 
 _LATEX_SPECIAL = {
@@ -242,25 +237,7 @@ def to_latex(df: pd.DataFrame, caption: str, spread: pd.DataFrame | None = None)
 
     Numbers have 2 decimals (counts none); with ``spread``, cells read ``mean $\\pm$ spread``.
     """
-    header = [df.index.name or INDEX_NAME] + [str(c) for c in df.columns]
-    body = [
-        " & ".join(_latex_escape(cell) for cell in row[:1]) + " & " + " & ".join(row[1:])
-        for row in _cells(df, spread, r" $\pm$ ")
-    ]
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_latex_escape(caption)}}}",
-        r"\begin{tabular}{l" + "r" * len(df.columns) + "}",
-        r"\toprule",
-        " & ".join(_latex_escape(h) for h in header) + r" \\",
-        r"\midrule",
-        *[line + r" \\" for line in body],
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-    return "\n".join(lines) + "\n"
+    return cells_to_latex(_cells(df, spread), caption)
 
 
 def write_table(
@@ -280,20 +257,14 @@ def write_table(
     Returns:
         The three paths, in that order.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_table = df
+    csv_table = df.copy()
     if spread is not None:
-        csv_table = df.copy()
         for column in [c for c in STAT_COLUMNS if c in spread.columns]:
             csv_table.insert(
                 csv_table.columns.get_loc(column) + 1, f"{column}_spread", spread[column]
             )
-    paths = [out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
-    csv_table.to_csv(paths[0], index_label=df.index.name or INDEX_NAME, float_format="%.17g")
-    paths[1].write_text(to_markdown(df, title, footer, spread=spread), encoding="utf-8")
-    paths[2].write_text(to_latex(df, title, spread=spread), encoding="utf-8")
-    return paths
+    csv_table = csv_table.rename_axis(df.index.name or INDEX_NAME).reset_index()
+    return write_cells(csv_table, _cells(df, spread), out_dir, stem, title, footer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,14 +62,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but CUDA is not available; use device=cpu or device=auto")
-    return torch.device(name)
-
-
 def train_step(
     model: torch.nn.Module,
     batch: dict[str, Any],
@@ -236,13 +228,16 @@ def log_step(ctx: dict[str, Any], out: StepOutput, writer: SummaryWriter, bar: t
             writer.add_scalar(f"pmf/{key}", value, step)
 
 
-def build(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Everything a run needs, from plain config values."""
+def build(
+    cfg: dict[str, Any], run_dir: Path, rt: distributed.Runtime | None = None
+) -> dict[str, Any]:
+    """Everything a run needs, from plain config values (``rt``: the run's, if it has one)."""
     seed_everything(cfg["seed"])
     tr = cfg["train"]
     if tr.get("threads"):  # e.g. 1 per job when several jobs share the cores (joblib sweeps)
         torch.set_num_threads(tr["threads"])
-    rt = distributed.setup(cfg["device"], tr.get("precision", "fp32"))  # torchrun / SLURM ranks
+    # torchrun / SLURM ranks
+    rt = rt or distributed.setup(cfg["device"], tr.get("precision", "fp32"))
     device, local_batch = rt.device, distributed.per_rank_batch(tr["batch_size"], rt.world_size)
     steps = tr["steps_per_epoch"] or max(1, cfg["dataset"]["n_train"] // tr["batch_size"])
     data = build_datasets(cfg["dataset"], cfg["seed"], steps * tr["batch_size"])
@@ -309,7 +304,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if rt.is_main:  # under DDP, rank 0 writes the run directory's files
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    ctx = build(cfg, run_dir)
+    ctx = build(cfg, run_dir, rt)
     state = resume.restore(ctx, checkpoint)  # where training is: epoch, batch, step, best, ...
     start -= state.elapsed
     model, epochs = ctx["model"], cfg["train"]["epochs"]
