@@ -265,9 +265,3 @@ def auto_levels(base: Condition, fractions: Sequence[float] = (0.5, 0.8, 0.95)) 
     first = np.mean([r.history["valid_sisdri"].iloc[0] for r in base.runs])
     best = np.mean([r.history["valid_sisdri"].max() for r in base.runs])
     return [round(float(first + f * (best - first)), 1) for f in fractions]
-
-
-def reach_table(cond: Condition, levels: Sequence[float], column: str = "step") -> pd.DataFrame:
-    """Per run (rows) and level (columns): the step or epoch of the first validation >= level."""
-    data = {level: [first_reach(r.history, level, column) for r in cond.runs] for level in levels}
-    return pd.DataFrame(data, index=pd.Index(cond.seeds, name="seed"))

@@ -58,8 +58,8 @@ def _curriculum_row(cond: Condition, levels: Sequence[float]) -> tuple[dict, dic
     numeric: dict[str, Any] = {"schedule": cond.label, "runs": len(cond.runs)}
     cells: dict[str, Any] = {"schedule": cond.label, "runs": str(len(cond.runs))}
     for level in levels:
-        steps = np.array([_first(r, level, "step") for r in cond.runs])
-        epochs = np.array([_first(r, level, "epoch") for r in cond.runs])
+        steps = np.array([first_reach(r.history, level, "step") for r in cond.runs])
+        epochs = np.array([first_reach(r.history, level, "epoch") for r in cond.runs])
         mean, spread, count, cell = _reach_cell(steps)
         numeric.update({f"steps_to_{level:g}": mean, f"steps_to_{level:g}_spread": spread})
         numeric[f"epochs_to_{level:g}"] = float(np.nanmean(epochs)) if count else np.nan
@@ -75,11 +75,6 @@ def _curriculum_row(cond: Condition, levels: Sequence[float]) -> tuple[dict, dic
     numeric["test_mean_spread"] = test.spread.at["all", "mean"]
     cells["test mean (dB)"] = format_spread(numeric["test_mean"], numeric["test_mean_spread"])
     return numeric, cells
-
-
-def _first(run: Run, level: float, column: str) -> float:
-    """The step or epoch where ``run`` first validates at or above ``level``."""
-    return first_reach(run.history, level, column)
 
 
 def curriculum_table(
