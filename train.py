@@ -11,23 +11,20 @@ the run directory.
 """
 
 import os
-from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads can make
 # a step several times slower, on a quiet one it changes nothing (must precede torch's import).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+
+from ugr_experiments.cli import run_job  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from ugr_experiments.train import run
-
-    info = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return info["test_sisdri_mean"]
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,20 @@ def test_cpu_preset_runs_a_forward_pass_of_any_length():
     net = build_model(spec.pop("name"), **spec)
     for length in (1000, 1237):
         assert net(torch.zeros(1, length)).shape == (1, 2, length)
+
+
+def test_bad_value_ends_a_single_run_with_the_message_alone(tmp_path):
+    """No traceback of our internals for a user's typo; exit status 1; nothing trained."""
+    out = subprocess.run(
+        [sys.executable, "train.py", "train.batch_size=abc", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: train.batch_size must be an integer >= 1, got 'abc' (e.g. train.batch_size=8)"
+    )
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
