@@ -12,8 +12,9 @@ the run directory.
 
 import os
 
-# Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads can make
-# a step several times slower, on a quiet one it changes nothing (must precede torch's import).
+# Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads made
+# steps several times slower; on a dedicated one spinning is faster, so a user's own setting
+# wins (README, Benchmarks). Must precede torch's import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
