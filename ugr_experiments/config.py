@@ -220,6 +220,7 @@ def _validate_dataset(cfg: dict[str, Any]) -> None:
             f"{data['sample_rate']} gives less than one sample (e.g. dataset.segment_seconds=4)"
         )
     check_int(cfg, "dataset.n_sources", 2, "dataset.n_sources=2")
+    check_int(cfg, "dataset.eval_seed", 0, "dataset.eval_seed=0", optional=True)
     for split, example in (("train", 20000), ("valid", 3000), ("test", 3000)):
         # An empty split would train on nothing or report a table of nothing.
         check_int(cfg, f"dataset.n_{split}", 1, f"dataset.n_{split}={example}")

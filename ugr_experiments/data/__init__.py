@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ugr_experiments.data.base import MixtureDataset, collate_mixtures
+from ugr_experiments.data.base import MixtureDataset, collate_mixtures, split_seed
 
 Builder = Callable[[dict[str, Any], int, int], dict[str, MixtureDataset]]
 
@@ -36,7 +36,10 @@ def build_datasets(cfg: dict[str, Any], seed: int, train_length: int) -> dict[st
 
     Args:
         cfg: the ``dataset`` config group as a plain dict (its ``name`` picks the builder).
-        seed: the run's seed; validation and test sets depend on it only.
+        seed: the run's seed; it draws the training mixtures. Validation and test mixtures
+            are drawn from ``cfg["eval_seed"]`` (the same for every run of a sweep, so runs
+            are scored on the same items and comparisons are paired); without that key,
+            from ``seed``.
         train_length: mixtures per training epoch (steps per epoch x batch size).
     """
     name = cfg.get("name")
@@ -48,4 +51,4 @@ def build_datasets(cfg: dict[str, Any], seed: int, train_length: int) -> dict[st
     return DATASETS[name](cfg, seed, train_length)
 
 
-__all__ = ["DATASETS", "MixtureDataset", "build_datasets", "collate_mixtures"]
+__all__ = ["DATASETS", "MixtureDataset", "build_datasets", "collate_mixtures", "split_seed"]

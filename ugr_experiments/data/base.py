@@ -43,6 +43,13 @@ def item_rng(seed: int, split: str, epoch: int, index: int) -> np.random.Generat
     return np.random.default_rng([int(seed), split_code, int(epoch), int(index)])
 
 
+def split_seed(cfg: dict[str, Any], seed: int, split: str) -> int:
+    """The seed that draws ``split``: the run's for training, ``dataset.eval_seed`` otherwise."""
+    if split == "train" or cfg.get("eval_seed") is None:
+        return int(seed)
+    return int(cfg["eval_seed"])
+
+
 def mix_sources(
     sources: np.ndarray, snr_db: float, eps: float = 1e-8
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ugr_experiments.data.audio import AudioInfo, load_file, read_segment, target_length
-from ugr_experiments.data.base import ENVIRONMENTAL, SPEECH, MixtureDataset, make_item
+from ugr_experiments.data.base import ENVIRONMENTAL, SPEECH, MixtureDataset, make_item, split_seed
 from ugr_experiments.data.manifest import Manifest, read_manifest
 
 GROUPS_OF = {
@@ -265,7 +265,8 @@ def build_corpus_datasets(
 
     Args:
         cfg: the plain ``dataset`` config dict (see ``conf/dataset/*.yaml``).
-        seed: the run's seed (fixes the validation and test mixtures).
+        seed: the run's seed (draws the training mixtures; ``cfg["eval_seed"]`` fixes the
+            validation and test mixtures, see ``data.split_seed``).
         train_length: mixtures per training epoch.
     """
     name = cfg["name"]
@@ -299,7 +300,7 @@ def build_corpus_datasets(
         out[split] = CorpusMixtures(
             split,
             int(length),
-            seed,
+            split_seed(cfg, seed, split),
             pools,
             class_names,
             name,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ugr_experiments.data.base import ENVIRONMENTAL, SPEECH, MixtureDataset, make_item
+from ugr_experiments.data.base import ENVIRONMENTAL, SPEECH, MixtureDataset, make_item, split_seed
 
 CLASSES: dict[str, str] = {
     "voice_low": SPEECH,
@@ -162,7 +162,6 @@ def build_synthetic_datasets(
 ) -> dict[str, MixtureDataset]:
     """The three splits of the synthetic data set from the ``dataset`` config group."""
     common = {
-        "seed": seed,
         "sample_rate": cfg["sample_rate"],
         "segment_seconds": cfg["segment_seconds"],
         "n_sources": cfg.get("n_sources", 2),
@@ -170,4 +169,7 @@ def build_synthetic_datasets(
         "classes": cfg.get("classes"),
     }
     lengths = {"train": train_length, "valid": cfg["n_valid"], "test": cfg["n_test"]}
-    return {split: SyntheticMixtures(split, n, **common) for split, n in lengths.items()}
+    return {
+        split: SyntheticMixtures(split, n, seed=split_seed(cfg, seed, split), **common)
+        for split, n in lengths.items()
+    }
