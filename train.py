@@ -6,7 +6,7 @@
     torchrun --standalone --nproc_per_node=8 train.py model=sudormrf_1x   # DDP, one run dir
     python train.py -m hydra/launcher=submitit_slurm alpha=0,0.1 ...      # SLURM (docs/cluster.md)
 
-All logic lives in ``ugr_experiments.train.run``; this file only hands it Hydra's config and
+All logic lives in ``ugr_experiments.training.loop.run``; this file only hands it Hydra's config and
 the run directory.
 """
 

@@ -6,7 +6,8 @@ Composes the real config (same overrides as ``train.py``), then, in one run:
    per worker, after a warm-up batch;
 2. optionally times a DataLoader with ``--workers N`` processes (mixtures/s in total);
 3. times training steps of the configured model on batches of the configured size
-   (forward, per-source loss, weighting, backward, Adam: ``ugr_experiments.train.train_step``);
+   (forward, per-source loss, weighting, backward, Adam:
+   ``ugr_experiments.training.loop.train_step``);
 4. prints how many mixtures/s training consumes and how many workers keep up with it.
 
 Example, on the real clips (manifests as in the README's "Data" section)::
@@ -35,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from ugr_experiments.config import to_plain  # noqa: E402
 from ugr_experiments.data import build_datasets, collate_mixtures  # noqa: E402
-from ugr_experiments.distributed import resolve_device  # noqa: E402
 from ugr_experiments.models import build_model  # noqa: E402
-from ugr_experiments.train import train_step  # noqa: E402
+from ugr_experiments.training.distributed import resolve_device  # noqa: E402
+from ugr_experiments.training.loop import train_step  # noqa: E402
 from ugr_experiments.weighting import Progress, build_weighting  # noqa: E402
 
 

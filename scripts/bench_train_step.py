@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from ugr_experiments.config import to_plain  # noqa: E402
-from ugr_experiments.train import build, train_step  # noqa: E402
+from ugr_experiments.training.loop import build, train_step  # noqa: E402
 from ugr_experiments.weighting import (  # noqa: E402
     Progress,
     build_weighting,

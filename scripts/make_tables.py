@@ -21,9 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ugr_experiments.paper_tables import BUILDERS, Options, TableOut, build_tables
-from ugr_experiments.runs import load_runs
-from ugr_experiments.tables import cells_to_markdown
+from ugr_experiments.analysis.paper_tables import BUILDERS, Options, TableOut, build_tables
+from ugr_experiments.analysis.runs import load_runs
+from ugr_experiments.analysis.tables import cells_to_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from ugr_experiments.figures import classes_data, classes_figure, plot_main
-from ugr_experiments.runs import Run
+from ugr_experiments.analysis.figures import classes_data, classes_figure, plot_main
+from ugr_experiments.analysis.runs import Run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

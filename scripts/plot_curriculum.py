@@ -17,9 +17,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ugr_experiments.figures import curriculum_data, curriculum_ends, curriculum_figure, save
-from ugr_experiments.report import auto_levels, baseline_of, conditions
-from ugr_experiments.runs import load_runs
+from ugr_experiments.analysis.figures import (
+    curriculum_data,
+    curriculum_ends,
+    curriculum_figure,
+    save,
+)
+from ugr_experiments.analysis.report import auto_levels, baseline_of, conditions
+from ugr_experiments.analysis.runs import load_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

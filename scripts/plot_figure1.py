@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from ugr_experiments.figures import figure1, figure1_data, plot_main
-from ugr_experiments.runs import Run
+from ugr_experiments.analysis.figures import figure1, figure1_data, plot_main
+from ugr_experiments.analysis.runs import Run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

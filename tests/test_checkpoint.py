@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ugr_experiments import checkpoint as ckpt
-from ugr_experiments.checkpoint import (
+from ugr_experiments.training import checkpoint as ckpt
+from ugr_experiments.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     newest_resumable,

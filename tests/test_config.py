@@ -103,7 +103,7 @@ def test_unknown_group_option_lists_the_choices(override, needle):
 
 
 def test_unknown_gamma_class_is_refused_before_training(tmp_path):
-    from ugr_experiments.train import run
+    from ugr_experiments.training.loop import run
 
     cfg = compose_config(TINY + ["weighting=class", "+weighting.gamma.birdsong=3"])
     with pytest.raises(ValueError, match="birdsong") as err:

@@ -21,13 +21,13 @@ import torch.multiprocessing as mp
 import yaml
 from conftest import ROOT, TINY, compose_config
 
-import ugr_experiments.train as train_module
-from ugr_experiments import distributed
-from ugr_experiments.checkpoint import load_checkpoint
+import ugr_experiments.training.loop as train_module
 from ugr_experiments.config import ConfigError
 from ugr_experiments.models import build_model
-from ugr_experiments.resume import ResumableSampler
-from ugr_experiments.train import build, train_step
+from ugr_experiments.training import distributed
+from ugr_experiments.training.checkpoint import load_checkpoint
+from ugr_experiments.training.loop import build, train_step
+from ugr_experiments.training.resume import ResumableSampler
 from ugr_experiments.weighting import Progress, build_weighting
 
 WORLD = 2

@@ -15,9 +15,9 @@ from conftest import ROOT, TINY, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ugr_experiments.config import to_plain
-from ugr_experiments.evaluate import OUTPUT_FILES, audio_due, first_items, log_audio, main
-from ugr_experiments.export import export_model
-from ugr_experiments.train import run
+from ugr_experiments.inference.evaluate import OUTPUT_FILES, audio_due, first_items, log_audio, main
+from ugr_experiments.inference.export import export_model
+from ugr_experiments.training.loop import run
 
 COMPARED = ("per_source_sisdri.csv", "sisdri_table.csv", "sisdri_table.md", "sisdri_table.tex")
 
@@ -50,7 +50,7 @@ def test_python_m_on_an_export_gives_the_same_table(run_dir, tmp_path):
     """The export carries the run's config and epoch: the same table without the run dir."""
     export_model(run_dir, tmp_path / "model.pt")
     out = subprocess.run(
-        [sys.executable, "-m", "ugr_experiments.evaluate", str(tmp_path / "model.pt")]
+        [sys.executable, "-m", "ugr_experiments.inference.evaluate", str(tmp_path / "model.pt")]
         + ["-o", str(tmp_path / "eval"), "--batch-size", "4", "--device", "cpu"],
         cwd=ROOT,
         capture_output=True,
@@ -113,7 +113,7 @@ def test_bad_checkpoints_and_outputs_leave_nothing(run_dir, tmp_path):
 
 
 def test_a_failure_during_evaluation_removes_the_staged_outputs(run_dir, tmp_path, monkeypatch):
-    import ugr_experiments.evaluate as ev
+    import ugr_experiments.inference.evaluate as ev
 
     def crash(*args, **kwargs):
         raise OSError("disk full while reading the data")
@@ -184,7 +184,7 @@ def test_audio_schedule_and_first_items():
     assert [e for e in range(8) if audio_due(3, e)] == [2, 5]
     assert not any(audio_due(every, 0) for every in (0, None))
     from ugr_experiments.data import build_datasets
-    from ugr_experiments.train import make_loader
+    from ugr_experiments.training.loop import make_loader
 
     cfg = to_plain(compose_config(TINY))
     data = build_datasets(cfg["dataset"], 0, 4)

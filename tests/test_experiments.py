@@ -18,10 +18,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
-from ugr_experiments import paper
-from ugr_experiments.callbacks import RecordFailure
+from ugr_experiments.analysis import paper
+from ugr_experiments.analysis.report import kind_of
 from ugr_experiments.config import to_plain
-from ugr_experiments.report import kind_of
+from ugr_experiments.training.callbacks import RecordFailure
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 FULL = {"robust_esc50": "robust", "class_bias": "class", "curriculum": "curriculum"}
@@ -133,7 +133,7 @@ def test_presets_record_failures() -> None:
     for preset in PRESETS:
         cfg = compose_with_hydra([f"+experiment={preset}"])
         target = OmegaConf.select(cfg, "hydra.callbacks.record_failure._target_")
-        assert target == "ugr_experiments.callbacks.RecordFailure", preset
+        assert target == "ugr_experiments.training.callbacks.RecordFailure", preset
 
 
 def fake_return(status: JobStatus, value: object, out: Path) -> SimpleNamespace:
@@ -161,7 +161,9 @@ def test_record_failure_writes_failure_json(tmp_path: Path) -> None:
 # Slow: real sweeps
 # ---------------------------------------------------------------------------------------------
 
-CALLBACK = "+hydra.callbacks.record_failure._target_=ugr_experiments.callbacks.RecordFailure"
+CALLBACK = (
+    "+hydra.callbacks.record_failure._target_=ugr_experiments.training.callbacks.RecordFailure"
+)
 
 
 def train_py(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,9 +7,8 @@ import torch
 import yaml
 from conftest import TINY, compose_config
 
-from ugr_experiments.checkpoint import save_checkpoint
 from ugr_experiments.config import to_plain
-from ugr_experiments.export import (
+from ugr_experiments.inference.export import (
     EXPORT_FORMAT,
     FORMAT_VERSION,
     ModelFileError,
@@ -19,6 +18,7 @@ from ugr_experiments.export import (
     strip_wrapper_prefixes,
 )
 from ugr_experiments.models import build_model
+from ugr_experiments.training.checkpoint import save_checkpoint
 
 
 def tiny_config() -> dict:

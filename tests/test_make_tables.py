@@ -18,11 +18,11 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from ugr_experiments import stats
-from ugr_experiments.paper_tables import Options, build_tables
-from ugr_experiments.report import same_items
-from ugr_experiments.runs import COMPLETE, FAILED, INCOMPLETE, find_run_dirs, load_runs
-from ugr_experiments.tables import PERCENTILES, combine, summarize
+from ugr_experiments.analysis import stats
+from ugr_experiments.analysis.paper_tables import Options, build_tables
+from ugr_experiments.analysis.report import same_items
+from ugr_experiments.analysis.runs import COMPLETE, FAILED, INCOMPLETE, find_run_dirs, load_runs
+from ugr_experiments.analysis.tables import PERCENTILES, combine, summarize
 
 FAST = Options(n_boot=200, level=0.95, seed=0)
 

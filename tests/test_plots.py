@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from test_make_tables import class_config, curriculum_config, esc50_config, rows_for, write_run
 
-from ugr_experiments.figures import (
+from ugr_experiments.analysis.figures import (
     classes_data,
     classes_figure,
     curriculum_ends,
@@ -22,7 +22,7 @@ from ugr_experiments.figures import (
     figure1_data,
     save,
 )
-from ugr_experiments.runs import load_runs
+from ugr_experiments.analysis.runs import load_runs
 
 
 def check_image(path: Path) -> np.ndarray:

@@ -24,17 +24,17 @@ import torch
 import yaml
 from conftest import ROOT, TINY, compose_config
 
-import ugr_experiments.train as train_module
-from ugr_experiments.checkpoint import (
+import ugr_experiments.training.loop as train_module
+from ugr_experiments.config import ConfigError, result_differences, to_plain
+from ugr_experiments.models import build_model
+from ugr_experiments.training.checkpoint import (
     CheckpointError,
     check_resumable,
     load_checkpoint,
     save_checkpoint,
 )
-from ugr_experiments.config import ConfigError, result_differences, to_plain
-from ugr_experiments.models import build_model
-from ugr_experiments.resume import ResumableSampler, TrainingDiverged, resume_checkpoint
-from ugr_experiments.train import run, train_step
+from ugr_experiments.training.loop import run, train_step
+from ugr_experiments.training.resume import ResumableSampler, TrainingDiverged, resume_checkpoint
 from ugr_experiments.weighting import Progress, build_weighting
 
 # 2 epochs of 3 steps, a checkpoint after every step, every step logged to TensorBoard.

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from conftest import TINY, compose_config
 from torch import nn
 
-from ugr_experiments import separate as sep
-from ugr_experiments.checkpoint import save_checkpoint
 from ugr_experiments.config import to_plain
 from ugr_experiments.data.base import mix_sources
-from ugr_experiments.export import LoadedModel, export_dict, file_mode, load_model
+from ugr_experiments.inference import separate as sep
+from ugr_experiments.inference.export import LoadedModel, export_dict, file_mode, load_model
+from ugr_experiments.inference.separate import ChunkPlan, main, rising_ramp, separate_chunked
 from ugr_experiments.losses import pit_align, si_sdr
-from ugr_experiments.separate import ChunkPlan, main, rising_ramp, separate_chunked
+from ugr_experiments.training.checkpoint import save_checkpoint
 
 RATE = 8000
 

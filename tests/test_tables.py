@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ugr_experiments.tables import (
+from ugr_experiments.analysis.tables import (
     FOOTER,
     PERCENTILES,
     combine,

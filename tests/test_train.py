@@ -12,9 +12,9 @@ import torch
 import yaml
 from conftest import ROOT, TINY, compose_config
 
-from ugr_experiments.checkpoint import load_checkpoint
-from ugr_experiments.tables import PERCENTILES
-from ugr_experiments.train import run
+from ugr_experiments.analysis.tables import PERCENTILES
+from ugr_experiments.training.checkpoint import load_checkpoint
+from ugr_experiments.training.loop import run
 
 
 def check_run_dir(run_dir, epochs_evaluated: int = 1) -> pd.DataFrame:
@@ -128,7 +128,7 @@ def test_quick_start_default_run_reaches_5_db(tmp_path):
 def test_deferred_host_sync_gives_the_same_run(tmp_path, monkeypatch):
     """On CUDA the figures of a step are read only at logging/checkpoint steps (no sync in
     between). Forced on here: the run, its checkpoints and its logs must not change."""
-    import ugr_experiments.train as train_module
+    import ugr_experiments.training.loop as train_module
 
     cfg = TINY + [
         "train.epochs=2",

@@ -20,7 +20,7 @@ from ugr_experiments.config import (
     result_differences,
     to_plain,
 )
-from ugr_experiments.train import run
+from ugr_experiments.training.loop import run
 
 BAD_INPUTS = [
     # wrong types

@@ -30,7 +30,7 @@ def run_job(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ugr_experiments.train import run
+    from ugr_experiments.training.loop import run
 
     hydra_cfg = HydraConfig.get()
     try:

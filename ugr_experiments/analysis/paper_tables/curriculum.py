@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ugr_experiments.paper_tables.common import (
+from ugr_experiments.analysis.paper_tables.common import (
     Options,
     TableOut,
     common_footer,
     paired_table,
 )
-from ugr_experiments.report import (
+from ugr_experiments.analysis.report import (
     Condition,
     auto_levels,
     baseline_of,
@@ -23,8 +23,8 @@ from ugr_experiments.report import (
     first_reach,
     summarize_condition,
 )
-from ugr_experiments.runs import Run, common_root
-from ugr_experiments.tables import (
+from ugr_experiments.analysis.runs import Run, common_root
+from ugr_experiments.analysis.tables import (
     format_spread,
 )
 

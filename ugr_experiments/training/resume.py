@@ -2,8 +2,8 @@
 
 A run killed at any point loses at most the steps since its last checkpoint and then
 continues as if nothing had happened: same weights, same history, same table, bit for bit on
-the CPU. That holds because a checkpoint (``ugr_experiments.checkpoint``) holds everything the
-rest of the run depends on:
+the CPU. That holds because a checkpoint (``ugr_experiments.training.checkpoint``) holds
+everything the rest of the run depends on:
 
 - model, optimiser (Adam moments and step counts) and learning-rate schedule;
 - :class:`TrainState`: the epoch, the batches of that epoch already trained on, the global
@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 import yaml
 
-from ugr_experiments.checkpoint import (
+from ugr_experiments.config import RESUME_IGNORED, ConfigError, result_differences
+from ugr_experiments.training.checkpoint import (
     BEST,
     FORMAT_VERSION,
     LAST,
@@ -56,7 +57,6 @@ from ugr_experiments.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ugr_experiments.config import RESUME_IGNORED, ConfigError, result_differences
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def _signalled(ctx: dict[str, Any]) -> bool:
     runtime = ctx.get("rt")
     if runtime is None or not runtime.distributed:
         return flag
-    from ugr_experiments.distributed import any_rank
+    from ugr_experiments.training.distributed import any_rank
 
     return any_rank(flag, runtime)
 

@@ -1,8 +1,9 @@
 """Score a model on a fixed set of mixtures: one row per (mixture, source); ``ugr-evaluate``.
 
 :func:`evaluate_rows` is what training calls each epoch and at the end. The command line
-(``ugr-evaluate``, also ``python -m ugr_experiments.evaluate``) runs the same evaluation on a
-checkpoint, a run directory or an export, and writes what the end of training writes:
+(``ugr-evaluate``, also ``python -m ugr_experiments.inference.evaluate``) runs the same
+evaluation on a checkpoint, a run directory or an export, and writes what the end of training
+writes:
 ``per_source_sisdri.csv`` and ``sisdri_table.{csv,md,tex}`` (plus ``evaluation.json``, what
 produced them)::
 
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ugr_experiments.data.audio import AudioDecodeError
-from ugr_experiments.export import (
+from ugr_experiments.inference.export import (
     LoadedModel,
     ModelFileError,
     OutputError,
@@ -387,7 +388,7 @@ def write_outputs(
     rows: pd.DataFrame, out_dir: Path, title: str, record: dict[str, Any]
 ) -> pd.DataFrame:
     """Write every output into ``out_dir`` (a staging folder); returns the table."""
-    from ugr_experiments.tables import summarize, write_table
+    from ugr_experiments.analysis.tables import summarize, write_table
 
     rows.to_csv(out_dir / "per_source_sisdri.csv", index=False)
     table = summarize(rows)
@@ -416,7 +417,7 @@ def evaluate_model(
     Returns:
         The SI-SDRi table (as in ``sisdri_table.csv``).
     """
-    from ugr_experiments.runinfo import run_info
+    from ugr_experiments.training.runinfo import run_info
 
     start, out_dir = time.time(), Path(out_dir)
     cfg = eval_config(loaded, opts)
@@ -466,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """``ugr-evaluate MODEL [OVERRIDES] -o OUT``: errors exit with a message, nothing partial."""
-    from ugr_experiments.distributed import resolve_device
-    from ugr_experiments.tables import to_markdown
+    from ugr_experiments.analysis.tables import to_markdown
+    from ugr_experiments.training.distributed import resolve_device
 
     args = build_parser().parse_intermixed_args(argv)
     opts = EvalOptions(

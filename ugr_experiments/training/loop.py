@@ -23,15 +23,15 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ugr_experiments import distributed, resume
-from ugr_experiments.checkpoint import load_checkpoint
+from ugr_experiments.analysis.tables import summarize, to_markdown, write_table
 from ugr_experiments.config import check_paths, to_plain
 from ugr_experiments.data import build_datasets, collate_mixtures
-from ugr_experiments.evaluate import audio_due, evaluate_rows, first_items, log_audio
+from ugr_experiments.inference.evaluate import audio_due, evaluate_rows, first_items, log_audio
 from ugr_experiments.losses import neg_sisdri
 from ugr_experiments.models import build_model
-from ugr_experiments.runinfo import run_info, write_json
-from ugr_experiments.tables import summarize, to_markdown, write_table
+from ugr_experiments.training import distributed, resume
+from ugr_experiments.training.checkpoint import load_checkpoint
+from ugr_experiments.training.runinfo import run_info, write_json
 from ugr_experiments.weighting import (
     Progress,
     Weighting,

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ugr_experiments import paper
-from ugr_experiments.paper_tables.common import (
+from ugr_experiments.analysis import paper
+from ugr_experiments.analysis.paper_tables.common import (
     DEFINITIONS,
     STAT_HEADERS,
     Options,
@@ -20,14 +20,14 @@ from ugr_experiments.paper_tables.common import (
     paper_note,
     spread_note,
 )
-from ugr_experiments.report import (
+from ugr_experiments.analysis.report import (
     Condition,
     condition_interval,
     conditions,
     summarize_condition,
 )
-from ugr_experiments.runs import Run, common_root, get
-from ugr_experiments.tables import (
+from ugr_experiments.analysis.runs import Run, common_root, get
+from ugr_experiments.analysis.tables import (
     MISSING,
     STAT_COLUMNS,
     format_interval,

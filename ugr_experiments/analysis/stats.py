@@ -7,7 +7,7 @@ epoch, averaged over the epochs, then over the runs (seeds). Runs with different
 different test sets (the test mixtures are fixed by the seed), so each run's items are
 resampled on their own.
 
-The statistics are those of :data:`ugr_experiments.tables.STAT_COLUMNS`: mean, population
+The statistics are those of :data:`ugr_experiments.analysis.tables.STAT_COLUMNS`: mean, population
 std and the percentiles 1 ... 99 (numpy's linear interpolation).
 
 A *paired* comparison takes two runs evaluated on the same test items (same seed and data
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ugr_experiments.tables import PERCENTILES, STAT_COLUMNS
+from ugr_experiments.analysis.tables import PERCENTILES, STAT_COLUMNS
 
 __all__ = [
     "bootstrap",

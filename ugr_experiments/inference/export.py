@@ -21,7 +21,7 @@ directory (its ``checkpoints/best.pt``).
 
 Usage::
 
-    from ugr_experiments.export import load_model
+    from ugr_experiments.inference.export import load_model
     loaded = load_model("model.pt")            # or a checkpoint, or a run directory
     est = loaded.model(mixture)                # (B, T) -> (B, S, T), at loaded.sample_rate
 """
@@ -44,8 +44,8 @@ import torch
 import yaml
 from torch import nn
 
-from ugr_experiments.checkpoint import save_checkpoint
 from ugr_experiments.models import build_model
+from ugr_experiments.training.checkpoint import save_checkpoint
 
 EXPORT_FORMAT = "ugr-experiments/model"
 FORMAT_VERSION = 1
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="ugr-export",
         description="Write a weights-only model file (state dict, model config, sample rate, "
         "version) from a training checkpoint or a run directory. Load it with "
-        "ugr_experiments.export.load_model, ugr-evaluate or ugr-separate.",
+        "ugr_experiments.inference.export.load_model, ugr-evaluate or ugr-separate.",
     )
     parser.add_argument("source", help="a run directory, a checkpoint (.pt) or an export")
     parser.add_argument("-o", "--output", required=True, help="the file to write, e.g. model.pt")

@@ -6,7 +6,7 @@
 - :func:`classes_figure`: mean test SI-SDRi of speech, environmental and all estimates per
   gamma pair (bars with the spread as error bars; the paper's values as black markers).
 
-The ``*_data`` functions turn loaded runs (``ugr_experiments.runs``) into plain values, so
+The ``*_data`` functions turn loaded runs (``ugr_experiments.analysis.runs``) into plain values, so
 figures can be tested with hand-made numbers. :func:`save` writes PNG and PDF.
 """
 
@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ugr_experiments import paper
-from ugr_experiments.report import conditions, item_matrix, summarize_condition
-from ugr_experiments.runs import Run, get, load_runs
-from ugr_experiments.stats import gaussian_kde
+from ugr_experiments.analysis import paper
+from ugr_experiments.analysis.report import conditions, item_matrix, summarize_condition
+from ugr_experiments.analysis.runs import Run, get, load_runs
+from ugr_experiments.analysis.stats import gaussian_kde
 
 SUBSETS = (("speech", "speech"), ("environmental", "environmental"), ("all", "combined"))
 

@@ -9,16 +9,16 @@ from typing import Any
 
 import pandas as pd
 
-from ugr_experiments import paper
-from ugr_experiments.report import (
+from ugr_experiments.analysis import paper
+from ugr_experiments.analysis.report import (
     Condition,
     Paired,
     baseline_of,
     kind_of,
     paired_comparison,
 )
-from ugr_experiments.runs import Run, short_name
-from ugr_experiments.tables import (
+from ugr_experiments.analysis.runs import Run, short_name
+from ugr_experiments.analysis.tables import (
     PERCENTILES,
     STAT_COLUMNS,
     format_interval,

@@ -14,7 +14,7 @@ them. Enable it in a config (the experiment presets do)::
     hydra:
       callbacks:
         record_failure:
-          _target_: ugr_experiments.callbacks.RecordFailure
+          _target_: ugr_experiments.training.callbacks.RecordFailure
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ comparison. What a run is comes from its saved config, never from its directory 
 Point estimates follow DESIGN.md: statistics per evaluation epoch, averaged over the epochs
 (``tables.summarize``), then over the runs of a condition (``tables.combine``). The spread
 is the std across runs (seeds) where a condition has several, else across evaluation epochs.
-Intervals and paired comparisons resample test items (``ugr_experiments.stats``).
+Intervals and paired comparisons resample test items (``ugr_experiments.analysis.stats``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ugr_experiments import stats
-from ugr_experiments.runs import Run, get
-from ugr_experiments.tables import combine, summarize, summarize_spread
+from ugr_experiments.analysis import stats
+from ugr_experiments.analysis.runs import Run, get
+from ugr_experiments.analysis.tables import combine, summarize, summarize_spread
 
 KINDS = ("robust", "class", "curriculum")
 ALL = "all"

@@ -1,6 +1,6 @@
 """The paper's tables from run directories: Table 1, the class table, the curriculum table.
 
-Each builder takes loaded runs (``ugr_experiments.runs``) and returns :class:`TableOut`
+Each builder takes loaded runs (``ugr_experiments.analysis.runs``) and returns :class:`TableOut`
 objects (a numeric frame for the CSV, a frame of formatted cells for Markdown / LaTeX, a
 title and a footer that states the protocol). ``scripts/make_tables.py`` writes them.
 
@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from ugr_experiments.paper_tables.classes import class_tables
-from ugr_experiments.paper_tables.common import Options, TableOut
-from ugr_experiments.paper_tables.curriculum import curriculum_tables
-from ugr_experiments.paper_tables.robust import robust_tables
-from ugr_experiments.report import KEYS, kind_of
-from ugr_experiments.runs import Run, common_root, short_name, wall_seconds
-from ugr_experiments.tables import MISSING, format_value
+from ugr_experiments.analysis.paper_tables.classes import class_tables
+from ugr_experiments.analysis.paper_tables.common import Options, TableOut
+from ugr_experiments.analysis.paper_tables.curriculum import curriculum_tables
+from ugr_experiments.analysis.paper_tables.robust import robust_tables
+from ugr_experiments.analysis.report import KEYS, kind_of
+from ugr_experiments.analysis.runs import Run, common_root, short_name, wall_seconds
+from ugr_experiments.analysis.tables import MISSING, format_value
 
 __all__ = [
     "BUILDERS",

@@ -1,6 +1,6 @@
 """Separate audio files with a trained model: one file per estimated source.
 
-``ugr-separate MODEL INPUT... -o OUT`` (also ``python -m ugr_experiments.separate``):
+``ugr-separate MODEL INPUT... -o OUT`` (also ``python -m ugr_experiments.inference.separate``):
 
 1. Every input (WAV, FLAC, OGG, ... any rate, mono or multi-channel) is mixed down to mono by
    averaging its channels and resampled to the model's rate with soxr (``data/audio.py``).
@@ -47,8 +47,7 @@ from tqdm import tqdm
 
 from ugr_experiments.data.audio import AudioDecodeError, AudioInfo, check_decodable, read_frames
 from ugr_experiments.data.audio import resample as soxr_resample
-from ugr_experiments.distributed import resolve_device
-from ugr_experiments.export import (
+from ugr_experiments.inference.export import (
     LoadedModel,
     ModelFileError,
     OutputError,
@@ -58,6 +57,7 @@ from ugr_experiments.export import (
     remove_empty_dirs,
 )
 from ugr_experiments.losses import pit_align
+from ugr_experiments.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -49,8 +49,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
-from ugr_experiments.checkpoint import save_checkpoint
 from ugr_experiments.config import DEVICES, ConfigError
+from ugr_experiments.training.checkpoint import save_checkpoint
 from ugr_experiments.weighting import AllGather, distributed_all_gather
 
 log = logging.getLogger(__name__)

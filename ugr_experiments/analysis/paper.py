@@ -9,7 +9,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from ugr_experiments.runs import get
+from ugr_experiments.analysis.runs import get
 
 CITATION = "Tzinis, Bralios, Smaragdis, ICASSP 2021"
 

@@ -1,7 +1,7 @@
 """Find run directories, read what they hold, and say which finished.
 
 A *run directory* is one that ``train.py`` (or Hydra, for a job that failed before training)
-wrote: it holds ``config.yaml`` (the resolved config ``ugr_experiments.train.run`` saves) or
+wrote: it holds ``config.yaml`` (the resolved config ``ugr_experiments.training.loop.run`` saves) or
 ``.hydra/config.yaml`` (the composed config Hydra saves before the job starts). Everything a
 table needs is read from these files, never from directory names:
 
@@ -9,7 +9,8 @@ table needs is read from these files, never from directory names:
 - ``per_source_sisdri.csv``: present only when the run finished its test evaluation;
 - ``history.csv``: per-epoch validation SI-SDRi (convergence curves, progress of a run);
 - ``run.json``: seed, wall time, device;
-- ``failure.json``: written by :class:`ugr_experiments.callbacks.RecordFailure` for a failed job.
+- ``failure.json``: written by
+  :class:`ugr_experiments.training.callbacks.RecordFailure` for a failed job.
 
 Status: ``complete`` (per-source rows present), ``failed`` (``failure.json``, or a ``run.json``
 whose ``status`` is ``failed``), ``incomplete`` otherwise (still running, killed, or stopped).

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
-# Version 1: model, optimizer, scheduler, rng, config, train_state (see ugr_experiments.resume).
+# Version 1: model, optimizer, scheduler, rng, config, train_state
+# (see ugr_experiments.training.resume).
 FORMAT_VERSION = 1
 RESUME_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "config", "train_state")
 

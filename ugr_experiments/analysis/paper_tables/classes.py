@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ugr_experiments import paper
-from ugr_experiments.paper_tables.common import (
+from ugr_experiments.analysis import paper
+from ugr_experiments.analysis.paper_tables.common import (
     SUBSETS,
     Options,
     TableOut,
@@ -20,7 +20,7 @@ from ugr_experiments.paper_tables.common import (
     spread_note,
     star,
 )
-from ugr_experiments.report import (
+from ugr_experiments.analysis.report import (
     Condition,
     baseline_of,
     condition_interval,
@@ -28,8 +28,8 @@ from ugr_experiments.report import (
     paired_comparison,
     summarize_condition,
 )
-from ugr_experiments.runs import Run, common_root, get
-from ugr_experiments.tables import (
+from ugr_experiments.analysis.runs import Run, common_root, get
+from ugr_experiments.analysis.tables import (
     MISSING,
     format_interval,
     format_spread,
