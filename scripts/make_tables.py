@@ -12,6 +12,10 @@ directory name) and writes, as CSV, Markdown and LaTeX, into ``--out``:
 - ``class``, ``class_ci``, ``class_paired``: class-weighting runs, one row per gamma pair;
 - ``curriculum``, ``curriculum_paired``: steps to validation levels, easy-first vs uniform;
 - ``tables.md``: all the Markdown tables in one file (also printed).
+
+Folders are named as given (relative), never by an absolute path of this machine. Runs that
+repeat a (condition, seed) (a sweep copied twice) are counted once, with a warning on stderr
+and in the table's footer.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ugr_experiments.analysis.paper_tables import BUILDERS, Options, TableOut, build_tables
-from ugr_experiments.analysis.runs import load_runs
+from ugr_experiments.analysis.paper_tables.common import duplicate_note
+from ugr_experiments.analysis.runs import common_root, load_runs
 from ugr_experiments.analysis.tables import cells_to_markdown
 
 
@@ -70,8 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(f"make_tables.py: {err}")
     if not runs:
         sys.exit(f"make_tables.py: no run directory (with config.yaml) under {args.dirs}")
+    root = common_root(runs)
+    for kind in args.kind or BUILDERS:
+        note = duplicate_note(runs, kind, root)
+        if note:
+            print(f"make_tables.py: {note}", file=sys.stderr)
     opts = Options(args.n_boot, args.level, args.seed, args.levels)
-    tables = build_tables(runs, args.kind, opts)
+    tables = build_tables(runs, args.kind, opts, given=args.dirs)
     path = write_all(tables, args.out)
     print(path.read_text(encoding="utf-8"))
     print(f"wrote {len(tables)} tables (CSV, Markdown, LaTeX) to {args.out}")

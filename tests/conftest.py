@@ -42,3 +42,21 @@ def compose_config(overrides: list[str] | None = None):
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+def write_shared_manifests(out: Path) -> Path:
+    """The README's manifest commands for the clips of ../shared/data, written into ``out``."""
+    import subprocess
+    import sys
+
+    esc50 = ["data_prep.esc50", "--root", str(SHARED_DATA / "esc50_mini")]
+    esc50 += ["--output", str(out / "esc50.csv"), "--train-folds", "1", "2", "3", "5"]
+    esc50 += ["--heldout-folds", "4", "--heldout-split", "4:1:1"]
+    speech = ["data_prep.speech", "--root", str(SHARED_DATA / "fsdd_speech")]
+    speech += ["--output", str(out / "speech.csv"), "--no-progress"]
+    for args in (esc50, speech):
+        prep = subprocess.run(
+            [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert prep.returncode == 0, prep.stderr
+    return out

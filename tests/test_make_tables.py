@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,17 +200,21 @@ def test_runs_are_found_and_their_status_read_from_files(tmp_path: Path) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def robust_sweep(tmp_path: Path) -> Path:
+def make_robust_sweep(folder: Path) -> Path:
     """alpha 0 and 0.2, seeds 0 and 1, two evaluation epochs; one more run failed."""
     base = list(range(100))  # 0..99: mean 49.5
     for seed in (0, 1):
         for job, alpha in enumerate((0.0, 0.2)):
             shift = 10.0 * alpha + seed  # alpha 0.2 adds 2 dB, seed 1 adds 1 dB
             rows = rows_for({3: [v + shift for v in base], 4: [v + shift + 1.0 for v in base]})
-            write_run(tmp_path / f"{2 * seed + job}", esc50_config(alpha, seed), rows)
-    write_run(tmp_path / "9", esc50_config(1 / 15, 0), history=[0.1])
-    return tmp_path
+            write_run(folder / f"{2 * seed + job}", esc50_config(alpha, seed), rows)
+    write_run(folder / "9", esc50_config(1 / 15, 0), history=[0.1])
+    return folder
+
+
+@pytest.fixture
+def robust_sweep(tmp_path: Path) -> Path:
+    return make_robust_sweep(tmp_path)
 
 
 def test_table1_averages_epochs_then_seeds_and_shows_the_paper(robust_sweep: Path) -> None:
@@ -387,3 +392,115 @@ def test_make_tables_script_writes_every_format(robust_sweep: Path, tmp_path: Pa
         cwd=ROOT,
     )
     assert missing.returncode != 0 and "no such run" in missing.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Defects found when tried as a new user would (issue 12, item 5)
+# ---------------------------------------------------------------------------------------------
+
+
+def noisy_matrices() -> dict[tuple[float, int], np.ndarray]:
+    """(alpha, seed) -> items x 2 epochs; every run's values differ, so order matters."""
+    rng = np.random.default_rng(11)
+    out = {}
+    for seed in (0, 1):
+        base = rng.normal(0.0, 5.0, size=(40, 2))
+        for alpha in (0.0, 0.2):
+            out[(alpha, seed)] = base + 10.0 * alpha + rng.normal(0.0, 1.0, size=base.shape)
+    return out
+
+
+def write_matrices(folder: Path, names: dict[tuple[float, int], str]) -> Path:
+    for (alpha, seed), matrix in noisy_matrices().items():
+        rows = rows_for({e: list(matrix[:, e]) for e in range(matrix.shape[1])})
+        write_run(folder / names[(alpha, seed)], esc50_config(alpha, seed), rows)
+    return folder
+
+
+def test_intervals_do_not_depend_on_folder_names(tmp_path: Path) -> None:
+    in_order = {(a, s): f"{2 * s + j}" for s in (0, 1) for j, a in enumerate((0.0, 0.2))}
+    # renamed so that path order puts seed 1 before seed 0
+    renamed = {(a, s): f"{'b' if s == 0 else 'a'}_alpha{a}" for a in (0.0, 0.2) for s in (0, 1)}
+    built = []
+    for name, names in (("in_order", in_order), ("renamed", renamed)):
+        runs = load_runs([write_matrices(tmp_path / name, names)])
+        built.append({t.stem: t.numeric for t in build_tables(runs, ["robust"], FAST)})
+    for stem in ("table1", "table1_ci", "table1_paired"):
+        pd.testing.assert_frame_equal(built[0][stem], built[1][stem])
+    # by hand: the runs taken in seed order, one generator seeded with --seed
+    m = noisy_matrices()
+    reps = stats.bootstrap([m[(0.0, 0)], m[(0.0, 1)]], FAST.n_boot, np.random.default_rng(0))
+    low, high = stats.interval(reps, FAST.level)
+    ci = built[1]["table1_ci"].set_index("alpha")
+    assert ci.loc["0", "mean_low"] == pytest.approx(low[0])
+    assert ci.loc["0", "q5_high"] == pytest.approx(high[3])
+    pairs = [(m[(0.2, s)], m[(0.0, s)]) for s in (0, 1)]
+    _, reps = stats.paired_bootstrap(pairs, FAST.n_boot, np.random.default_rng(0))
+    low, high = stats.interval(reps, FAST.level)
+    paired = built[1]["table1_paired"].set_index("alpha")
+    assert paired.loc["1/5", "d_mean_low"] == pytest.approx(low[0])
+    assert paired.loc["1/5", "d_q1_high"] == pytest.approx(high[2])
+
+
+def test_a_sweep_copied_twice_counts_each_seed_once(tmp_path: Path) -> None:
+    once = make_robust_sweep(tmp_path / "once")
+    twice = tmp_path / "twice"
+    make_robust_sweep(twice / "copy1")
+    shutil.copytree(twice / "copy1", twice / "copy2")
+    single = {t.stem: t for t in build_tables(load_runs([once]), ["robust"], FAST)}
+    double = {t.stem: t for t in build_tables(load_runs([twice]), ["robust"], FAST)}
+    t1 = double["table1"].numeric
+    assert list(t1[t1["source"] == "ours"]["runs"]) == [2, 2]  # not 4
+    for stem in ("table1", "table1_ci", "table1_paired"):  # same spread, intervals and p
+        pd.testing.assert_frame_equal(double[stem].numeric, single[stem].numeric)
+    footer = double["table1"].footer
+    assert "Warning: 4 duplicate run(s)" in footer
+    assert "copy2/0 repeats copy1/0 (0, seed 0)" in footer
+    assert "copy2/3 repeats copy1/3 (1/5, seed 1)" in footer
+    assert "duplicate" not in single["table1"].footer
+    script = ROOT / "scripts" / "make_tables.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(twice), "--out", str(tmp_path / "t"), "--n-boot", "20"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "make_tables.py: Warning: 4 duplicate run(s)" in result.stderr
+    assert "copy2/1 repeats copy1/1 (1/5, seed 0)" in result.stderr
+
+
+def test_table1_has_n_and_matches_the_paper_alphas_to_3_decimals(tmp_path: Path) -> None:
+    for job, alpha in enumerate((0.0, 0.0667, 0.07)):
+        rows = rows_for({1: [float(v) for v in range(6)], 2: [float(v) for v in range(6)]})
+        write_run(tmp_path / str(job), esc50_config(alpha, 0), rows)
+    t1 = build_tables(load_runs([tmp_path]), ["robust"], FAST)[1]
+    ours = t1.numeric[t1.numeric["source"] == "ours"].set_index("alpha")
+    assert list(ours.index) == ["0", "0.0667", "0.07"]
+    assert (ours["n"] == 6).all()  # 6 source estimates per evaluation epoch
+    paper_rows = t1.numeric[t1.numeric["source"] == "paper"].set_index("alpha")
+    assert list(paper_rows.index) == ["0", "0.0667"]  # 0.07 is not 1/15 to 3 decimals
+    assert paper_rows.loc["0.0667", "mean"] == 4.6 and paper_rows.loc["0.0667", "q1"] == -14.7
+    assert (paper_rows["n"] == 6000).all()  # 3000 test mixtures x 2 sources
+    assert "n" in t1.cells.columns
+
+
+def test_written_tables_have_n_no_backticks_in_latex_and_no_machine_path(tmp_path: Path) -> None:
+    sweep = make_robust_sweep(tmp_path / "multirun" / "robust")
+    script = str(ROOT / "scripts" / "make_tables.py")
+    for given, cwd, shown in ((str(sweep), ROOT, "robust"), ("multirun/robust", tmp_path, None)):
+        out = tmp_path / "tables"
+        result = subprocess.run(
+            [sys.executable, script, given, "--out", str(out), "--n-boot", "20"],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "n" in pd.read_csv(out / "table1.csv").columns
+        for path in out.glob("*.tex"):
+            assert "`" not in path.read_text(), path.name
+        assert "\\texttt{runs}" in (out / "table1.tex").read_text()
+        pages = [p.read_text() for p in out.glob("*.md")]
+        assert all(str(tmp_path) not in page for page in pages)
+        assert f"5 run(s) under {shown or given}: 4 complete" in (out / "runs.md").read_text()

@@ -324,7 +324,7 @@ def test_a_failed_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(sep.sf, "write", failing_write)
+    monkeypatch.setattr(sf, "write", failing_write)
     with pytest.raises(SystemExit, match="No space left"):
         main([str(tmp_path / "model.pt"), str(tmp_path / "x.wav"), "-o", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()  # no source file, no temporary file, no empty folder

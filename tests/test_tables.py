@@ -12,6 +12,7 @@ import pytest
 from ugr_experiments.analysis.tables import (
     FOOTER,
     PERCENTILES,
+    cells_to_latex,
     combine,
     spread_footer,
     summarize,
@@ -209,3 +210,29 @@ def test_write_table_with_spread(tmp_path: Path) -> None:
     assert back.loc["all", "mean_spread"] == pytest.approx(1.5)
     assert "| all | 2 | 2.00 ± 1.50 |" in paths[1].read_text()
     assert "2.00 $\\pm$ 1.50" in paths[2].read_text()
+
+
+def test_latex_footer_turns_markdown_code_into_texttt(tmp_path: Path) -> None:
+    """Footers are written in Markdown: `code` spans must not reach LaTeX as backticks."""
+    cells = pd.DataFrame({"alpha": ["1/5"], "mean": ["3.00 ± 0.10"]})
+    footer = "Over the runs (`runs`) of `seed_0`; 50% of a ` b."
+    tex = cells_to_latex(cells, "Table `1`", footer)
+    assert "\\caption{Table \\texttt{1}}" in tex
+    expected = (
+        "\\par\\smallskip\\footnotesize Over the runs (\\texttt{runs}) of \\texttt{seed\\_0}; "
+        "50\\% of a \\textasciigrave{} b."
+    )
+    assert expected in tex.splitlines()
+    assert "`" not in tex
+    # the statistics table's own footer (FOOTER names `all` and `epochs`) likewise
+    table = summarize(rows_of([0.0, 1.0], ["a", "b"]))
+    tex_path = write_table(table, tmp_path)[2]
+    assert "`" not in tex_path.read_text() and "(\\texttt{all})" in tex_path.read_text()
+    assert "(`all`)" in tex_path.with_suffix(".md").read_text()  # Markdown keeps them
+
+
+def test_writers_are_re_exported_by_tables() -> None:
+    from ugr_experiments.analysis import tables, writers
+
+    for name in writers.__all__:
+        assert getattr(tables, name) is getattr(writers, name), name

@@ -18,7 +18,7 @@ Intervals and paired comparisons resample test items (``ugr_experiments.analysis
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -42,7 +42,9 @@ class Condition:
     kind: str
     key: Any
     label: str
-    runs: list[Run]
+    runs: list[Run]  # sorted by seed: intervals must not depend on folder names
+    # (duplicate, kept): runs with the seed of a run already in the condition, left out
+    duplicates: list[tuple[Run, Run]] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int | None]:
@@ -106,16 +108,38 @@ def curriculum_key(cfg: dict[str, Any]) -> tuple[tuple[int, str], str]:
 KEYS = {"robust": robust_key, "class": class_key, "curriculum": curriculum_key}
 
 
+def _seed_order(run: Run) -> tuple[bool, int]:
+    """Sort key of a run within its condition: by seed (a run without one last)."""
+    return run.seed is None, run.seed if run.seed is not None else 0
+
+
 def conditions(runs: Sequence[Run], kind: str) -> list[Condition]:
-    """The complete runs of ``kind`` grouped by condition, sorted by key."""
+    """The complete runs of ``kind`` grouped by condition, sorted by key, runs by seed.
+
+    A run whose (condition, seed) is already taken (a sweep copied twice under one folder)
+    is counted once: the first in ``runs`` order is kept, the others are listed in
+    ``Condition.duplicates``. Runs are sorted by seed, so the bootstrap, which draws for the
+    runs in turn, gives the same intervals whatever the folders are called.
+    """
     groups: dict[Any, Condition] = {}
     for run in runs:
         if not run.complete or kind_of(run.config) != kind:
             continue
         key, label = KEYS[kind](run.config)
-        groups.setdefault(key, Condition(kind, key, label, []))
-        groups[key].runs.append(run)
+        cond = groups.setdefault(key, Condition(kind, key, label, []))
+        kept = next((r for r in cond.runs if r.seed == run.seed), None)
+        if kept is not None:
+            cond.duplicates.append((run, kept))
+        else:
+            cond.runs.append(run)
+    for cond in groups.values():
+        cond.runs.sort(key=_seed_order)
     return [groups[k] for k in sorted(groups)]
+
+
+def duplicate_runs(runs: Sequence[Run], kind: str) -> list[tuple[Condition, Run, Run]]:
+    """``(condition, duplicate, kept)`` for every run of ``kind`` counted once (see above)."""
+    return [(c, dup, kept) for c in conditions(runs, kind) for dup, kept in c.duplicates]
 
 
 def baseline_of(conds: Sequence[Condition]) -> Condition | None:

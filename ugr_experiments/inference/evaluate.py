@@ -17,12 +17,15 @@ protocol, ``eval.last_epochs=0``) the outputs are those of the end of training, 
 on the same device. Runs tested at their last N epochs average N tables: evaluate each
 epoch's checkpoint instead. Outputs are written to a temporary folder and moved into place at
 the end, so a failure leaves nothing partial; existing outputs need ``--overwrite``.
+
+Which data set is scored is decided in :mod:`ugr_experiments.inference.eval_data`; the
+TensorBoard audio that training logs is :mod:`ugr_experiments.inference.tensorboard_audio`
+(both re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -30,28 +33,58 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ugr_experiments.data.audio import AudioDecodeError
-from ugr_experiments.inference.export import (
-    LoadedModel,
-    ModelFileError,
-    OutputError,
-    load_model,
-    make_output_dir,
-    remove_empty_dirs,
+from ugr_experiments.inference.eval_data import (
+    CONF_DIR,
+    DATASET_OF_GROUPS,
+    EvalOptions,
+    apply_manifests,
+    check_dataset,
+    eval_config,
+    load_dataset_config,
+    manifest_groups,
+    parse_overrides,
 )
-from ugr_experiments.losses import pit_align, sisdri
+from ugr_experiments.inference.export import LoadedModel, ModelFileError, load_model
+from ugr_experiments.inference.outputs import OutputError, make_output_dir, remove_empty_dirs
+from ugr_experiments.inference.tensorboard_audio import audio_due, first_items, log_audio, playable
+from ugr_experiments.losses import sisdri
 
+__all__ = [
+    "CONF_DIR",
+    "DATASET_OF_GROUPS",
+    "OUTPUT_FILES",
+    "ROW_COLUMNS",
+    "EvalOptions",
+    "apply_manifests",
+    "audio_due",
+    "build_parser",
+    "check_dataset",
+    "check_outputs",
+    "commit",
+    "eval_config",
+    "eval_loader",
+    "evaluate_model",
+    "evaluate_rows",
+    "first_items",
+    "load_dataset_config",
+    "log_audio",
+    "main",
+    "manifest_groups",
+    "parse_overrides",
+    "playable",
+    "table_title",
+    "write_outputs",
+]
 log = logging.getLogger(__name__)
 
 ROW_COLUMNS = [
@@ -74,13 +107,6 @@ OUTPUT_FILES = (
     "sisdri_table.tex",
     "evaluation.json",
 )
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# The dataset config a manifest's groups select when the model's own dataset has no manifests.
-DATASET_OF_GROUPS = {
-    ("environmental",): "esc50",
-    ("speech",): "speech",
-    ("environmental", "speech"): "cross",
-}
 
 
 @torch.no_grad()
@@ -133,226 +159,6 @@ def evaluate_rows(
                 )
     model.train(was_training)
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
-
-
-# ---------------------------------------------------------------------------------------------
-# TensorBoard audio
-# ---------------------------------------------------------------------------------------------
-
-
-def playable(x: torch.Tensor, peak: float = 0.9) -> torch.Tensor:
-    """Scale a clip to ``peak`` (TensorBoard clips audio outside [-1, 1]).
-
-    Shape:
-        x (T,) -> (1, T)
-    """
-    return (x / x.abs().max().clamp_min(1e-8) * peak).reshape(1, -1)
-
-
-@torch.no_grad()
-def log_audio(
-    writer: Any,
-    model: torch.nn.Module,
-    batch: dict[str, Any],
-    step: int,
-    sample_rate: int,
-    n: int = 2,
-) -> None:
-    """Log the first ``n`` mixtures of ``batch`` and their estimates as TensorBoard audio.
-
-    Tags ``valid_audio/<i>/mixture`` and ``valid_audio/<i>/estimate<k>``; estimate ``k``
-    is aligned (PIT) to reference ``k``, so a tag keeps following the same source across
-    epochs. Each clip is peak-normalised to be audible. Does nothing when ``writer`` is None
-    (e.g. DDP ranks other than 0); a DDP-wrapped model is unwrapped, so no collective runs.
-    """
-    if writer is None or n <= 0:
-        return
-    net = getattr(model, "module", model)
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    mix = batch["mixture"][:n]  # (n, T)
-    est = net(mix.to(device)).float().cpu()  # (n, S, T)
-    net.train(was_training)
-    est, _ = pit_align(est, batch["sources"][:n].float())
-    for i in range(mix.shape[0]):
-        writer.add_audio(f"valid_audio/{i}/mixture", playable(mix[i]), step, sample_rate)
-        for k in range(est.shape[1]):
-            tag = f"valid_audio/{i}/estimate{k + 1}"
-            writer.add_audio(tag, playable(est[i, k]), step, sample_rate)
-
-
-def first_items(loader: DataLoader, n: int = 2) -> dict[str, Any]:
-    """The first ``n`` items of ``loader``'s data set, collated.
-
-    Read straight from the data set: creating a DataLoader iterator would draw from the
-    global torch RNG and change the rest of the run.
-    """
-    items = [loader.dataset[i] for i in range(min(n, len(loader.dataset)))]
-    return loader.collate_fn(items)
-
-
-def audio_due(every: int | None, epoch: int) -> bool:
-    """True after every ``every``-th epoch (``epoch`` counts from 0); 0 or None: never."""
-    return bool(every) and (epoch + 1) % int(every) == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Which data set to evaluate on
-# ---------------------------------------------------------------------------------------------
-
-
-def load_dataset_config(spec: str) -> dict[str, Any]:
-    """A dataset config: a name under ``conf/dataset/`` or a YAML file, resolved to plain values.
-
-    The YAML file may also be a whole config (e.g. a run's ``config.yaml``): its ``dataset``.
-
-    ``${paths.manifests}`` in it resolves as in training (environment variable
-    ``UGR_MANIFESTS``, else ``./manifests``).
-    """
-    from omegaconf import OmegaConf  # only the entry points touch OmegaConf
-
-    path = Path(spec)
-    if not path.is_file() and not (CONF_DIR / "config.yaml").is_file():
-        raise ValueError(
-            f"--dataset {spec!r}: no such YAML file, and no config tree at {CONF_DIR} to look "
-            "the name up in (install the project editable, or give a dataset YAML file)"
-        )
-    if not path.is_file():
-        path = CONF_DIR / "dataset" / f"{spec}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
-            raise ValueError(
-                f"--dataset {spec!r} is neither a YAML file nor a config under {CONF_DIR}/dataset; "
-                f"choose from {names} or give the path of a dataset YAML file"
-            )
-    node = OmegaConf.load(path)
-    if "dataset" in node and "name" not in node:  # a whole config, e.g. a run's config.yaml
-        node = node.dataset
-    root = OmegaConf.load(CONF_DIR / "config.yaml")
-    merged = OmegaConf.create({"paths": root.get("paths", {}), "dataset": node})
-    return OmegaConf.to_container(merged.dataset, resolve=True)
-
-
-def manifest_groups(path: str) -> list[str]:
-    """The groups (speech / environmental) a manifest lists."""
-    from ugr_experiments.data.manifest import read_manifest
-
-    return sorted(set(read_manifest(path).table["group"]))
-
-
-def apply_manifests(dataset: dict[str, Any], manifests: Sequence[str], chosen: bool) -> dict:
-    """Point ``dataset.manifests.<group>`` at each manifest, with the root it records.
-
-    A dataset without manifests (synthetic) becomes the corpus dataset of the manifests'
-    groups (esc50, speech or cross; ``--dataset random_mix`` for the other), keeping the
-    model's segment length, number of sources and SNR range, unless ``--dataset`` chose one.
-    """
-    from ugr_experiments.data.corpus import GROUPS_OF
-
-    groups = {m: manifest_groups(m) for m in manifests}
-    found = tuple(sorted({g for gs in groups.values() for g in gs}))
-    if "manifests" not in dataset and not chosen:
-        if found not in DATASET_OF_GROUPS:
-            raise ValueError(f"manifests {list(manifests)} hold groups {found}; pass --dataset")
-        dataset = {**load_dataset_config(DATASET_OF_GROUPS[found]), **_mixing(dataset)}
-    allowed = GROUPS_OF.get(dataset.get("name"), ())
-    if set(found) - set(allowed):
-        raise ValueError(
-            f"dataset {dataset.get('name')!r} reads {list(allowed)} manifests, but "
-            f"{list(manifests)} hold {list(found)}: pass a matching --dataset (esc50, speech, "
-            "cross, random_mix)"
-        )
-    dataset["manifests"] = dict(dataset.get("manifests") or {})
-    dataset["roots"] = dict(dataset.get("roots") or {})
-    for path, gs in groups.items():
-        for group in gs:
-            dataset["manifests"][group], dataset["roots"][group] = path, None
-    return dataset
-
-
-def _mixing(dataset: dict[str, Any]) -> dict[str, Any]:
-    """The mixing options a corpus dataset inherits from the model's own dataset."""
-    keys = ("segment_seconds", "n_sources", "snr_db")
-    return {k: dataset[k] for k in keys if k in dataset}
-
-
-def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
-    """``KEY=VALUE`` pairs (values parsed as YAML); keys ``seed`` or ``dataset.<...>``."""
-    parsed = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not (key == "seed" or key.startswith("dataset.")):
-            raise ValueError(
-                f"override {item!r}: expected seed=N or dataset.<key>=<value> "
-                "(e.g. dataset.n_test=500); use --dataset to pick another data set"
-            )
-        parsed.append((key.split("."), yaml.safe_load(value)))
-    return parsed
-
-
-def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[keys[-1]] = value
-
-
-@dataclass
-class EvalOptions:
-    """What ``ugr-evaluate`` evaluates on and how; None means the run's own value."""
-
-    dataset: str | None = None
-    manifests: list[str] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)
-    split: str = "test"
-    batch_size: int | None = None
-    workers: int = 0
-    epoch: int | None = None
-    progress: bool = True
-    overwrite: bool = False
-
-
-def eval_config(loaded: LoadedModel, opts: EvalOptions) -> dict[str, Any]:
-    """``{"dataset", "seed", "batch_size", "epoch"}`` for this evaluation (see EvalOptions)."""
-    run = loaded.train_config or {}
-    if opts.dataset:
-        dataset = load_dataset_config(opts.dataset)
-    elif "dataset" in run:
-        dataset = copy.deepcopy(run["dataset"])
-    elif opts.manifests:
-        dataset = {}
-    else:
-        raise ValueError(
-            f"{loaded.path} does not record the data set it was trained on; "
-            "pass --dataset <name or YAML file> or --manifest <manifest.csv>"
-        )
-    if opts.manifests:
-        dataset = apply_manifests(dataset, opts.manifests, chosen=bool(opts.dataset))
-    cfg = {"dataset": dataset, "seed": int(run.get("seed", 0))}
-    for keys, value in parse_overrides(opts.overrides):
-        _set(cfg, keys, value)
-    check_dataset(cfg["dataset"], loaded)
-    batch = opts.batch_size or (run.get("eval") or {}).get("batch_size") or 16
-    epoch = opts.epoch if opts.epoch is not None else loaded.epoch
-    return {**cfg, "batch_size": int(batch), "epoch": -1 if epoch is None else int(epoch)}
-
-
-def check_dataset(dataset: dict[str, Any], loaded: LoadedModel) -> None:
-    """Mixtures at the model's rate, with the model's number of sources (in place)."""
-    rate = dataset.get("sample_rate")
-    if rate != loaded.sample_rate:
-        log.info("dataset.sample_rate %s -> %d (the model's rate)", rate, loaded.sample_rate)
-        dataset["sample_rate"] = loaded.sample_rate
-    if int(dataset.get("n_sources", loaded.num_sources)) != loaded.num_sources:
-        raise ValueError(
-            f"the data set mixes {dataset['n_sources']} sources but the model separates "
-            f"{loaded.num_sources}; set dataset.n_sources={loaded.num_sources}"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Running it
-# ---------------------------------------------------------------------------------------------
 
 
 def check_outputs(out_dir: Path, overwrite: bool) -> None:

@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,8 +43,34 @@ import torch
 import yaml
 from torch import nn
 
+from ugr_experiments.inference.outputs import (
+    OutputError,
+    file_mode,
+    make_output_dir,
+    remove_empty_dirs,
+)
 from ugr_experiments.models import build_model
 from ugr_experiments.training.checkpoint import save_checkpoint
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "FORMAT_VERSION",
+    "LoadedModel",
+    "ModelFileError",
+    "OutputError",
+    "export_dict",
+    "export_model",
+    "file_mode",
+    "load_model",
+    "main",
+    "make_output_dir",
+    "package_version",
+    "parse_model_file",
+    "read_model_file",
+    "remove_empty_dirs",
+    "resolve_path",
+    "strip_wrapper_prefixes",
+]
 
 EXPORT_FORMAT = "ugr-experiments/model"
 FORMAT_VERSION = 1
@@ -55,48 +80,6 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file, the problem and the fix."""
-
-
-class OutputError(OSError):
-    """An output that cannot (or may not) be written (shared by the command-line tools)."""
-
-
-def make_output_dir(path: Path) -> list[Path]:
-    """Create the folder ``path`` and its missing parents, and check it is writable.
-
-    Returns:
-        The folders this call created, outermost first (see :func:`remove_empty_dirs`).
-
-    Raises:
-        OutputError: the folder cannot be created or a file cannot be created in it.
-    """
-    path = Path(path)
-    missing = [p for p in [path, *path.parents] if not p.exists()][::-1]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".ugr-write-check-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        remove_empty_dirs(missing)
-        raise OutputError(f"cannot write to the output folder {path}: {err}") from None
-    return missing
-
-
-def file_mode() -> int:
-    """The mode a new file gets under the current umask (``mkstemp`` files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def remove_empty_dirs(created: list[Path]) -> None:
-    """Remove the folders of :func:`make_output_dir`, innermost first, while they are empty."""
-    for folder in reversed(created):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 @dataclass

@@ -24,127 +24,76 @@ an input folder are mirrored with ``--recursive``); WAV is written as 32-bit flo
 clipping), FLAC as 24-bit. Every input is checked before anything is written; each input's
 files are written to temporary names and renamed together, so an error never leaves partial
 outputs; existing outputs are never replaced without ``--overwrite``.
+
+The chunk arithmetic is :mod:`ugr_experiments.inference.chunks` and the file handling
+:mod:`ugr_experiments.inference.audio_files` (both re-exported here); this module runs the
+model over the chunks and drives the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import sys
-import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ugr_experiments.data.audio import AudioDecodeError, AudioInfo, check_decodable, read_frames
-from ugr_experiments.data.audio import resample as soxr_resample
-from ugr_experiments.inference.export import (
-    LoadedModel,
-    ModelFileError,
-    OutputError,
-    file_mode,
-    load_model,
-    make_output_dir,
-    remove_empty_dirs,
+from ugr_experiments.data.audio import AudioDecodeError, AudioInfo
+from ugr_experiments.inference.audio_files import (
+    AUDIO_EXTENSIONS,
+    FORMATS,
+    check_inputs,
+    collect_inputs,
+    fit_length,
+    output_paths,
+    prepare_outputs,
+    read_mixture,
+    to_rate,
+    write_atomically,
 )
+from ugr_experiments.inference.chunks import ChunkPlan, rising_ramp
+from ugr_experiments.inference.export import LoadedModel, ModelFileError, load_model
+from ugr_experiments.inference.outputs import remove_empty_dirs
 from ugr_experiments.losses import pit_align
 from ugr_experiments.training.distributed import resolve_device
 
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FORMATS",
+    "NORM_EPS",
+    "ChunkPlan",
+    "SeparateOptions",
+    "align_to",
+    "build_parser",
+    "check_inputs",
+    "collect_inputs",
+    "fit_length",
+    "main",
+    "make_plan",
+    "model_multiple",
+    "output_paths",
+    "prepare_outputs",
+    "read_mixture",
+    "rising_ramp",
+    "run_model",
+    "separate_chunked",
+    "separate_file",
+    "separate_files",
+    "separate_waveform",
+    "to_rate",
+    "write_atomically",
+]
+
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
-# Output format -> (libsndfile format, subtype).
-FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
+
 NORM_EPS = 1e-8  # as in data.base.mix_sources
-
-
-# ---------------------------------------------------------------------------------------------
-# Chunked separation
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How a long input is cut: all lengths in samples at the model's rate.
-
-    Chunk ``k`` starts at ``k * hop`` (the last one ends at the input's end); two neighbours
-    overlap by ``2 * context + fade``: ``context`` samples at each inner edge are discarded and
-    the ``fade`` samples between are cross-faded.
-    """
-
-    chunk: int
-    context: int
-    fade: int
-    hop: int
-
-    @classmethod
-    def from_seconds(
-        cls, chunk: float, context: float, fade: float, sample_rate: int, multiple: int = 1
-    ) -> ChunkPlan:
-        """A plan whose hop is a multiple of ``multiple`` (the model's padding multiple).
-
-        Raises:
-            ValueError: a chunk too short for twice its context and cross-fade.
-        """
-        c, ctx = round(chunk * sample_rate), round(context * sample_rate)
-        f = max(1, round(fade * sample_rate))
-        if ctx < 0:
-            raise ValueError(f"--context-seconds must be >= 0, got {context}")
-        hop = (c - 2 * ctx - f) // multiple * multiple
-        f = c - 2 * ctx - hop  # the rounding of the hop goes to the cross-fade
-        if hop < max(f, multiple, 1):
-            need = (2 * context + 2 * fade) + 2 * multiple / sample_rate
-            raise ValueError(
-                f"--chunk-seconds {chunk} is too short for --context-seconds {context} and "
-                f"--crossfade-seconds {fade}: use a chunk of at least {need:.3f} s"
-            )
-        return cls(chunk=c, context=ctx, fade=f, hop=hop)
-
-    def starts(self, length: int) -> list[int]:
-        """First sample of every chunk of an input of ``length`` samples (> ``chunk``)."""
-        n = 1 + math.ceil((length - self.chunk) / self.hop)
-        return [k * self.hop for k in range(n - 1)] + [length - self.chunk]
-
-    def window(self, k: int, starts: Sequence[int]) -> torch.Tensor:
-        """The weight of chunk ``k``'s samples; the windows of all chunks sum to one.
-
-        Shape:
-            -> (chunk,)
-        """
-        w = torch.ones(self.chunk)
-        ramp = rising_ramp(self.fade)
-        if k > 0:
-            a = self.fade_start(k - 1, starts) - starts[k]
-            w[:a] = 0.0
-            w[a : a + self.fade] = ramp
-        if k < len(starts) - 1:
-            b = self.fade_start(k, starts) - starts[k]
-            w[b : b + self.fade] *= 1.0 - ramp
-            w[b + self.fade :] = 0.0
-        return w
-
-    def fade_start(self, k: int, starts: Sequence[int]) -> int:
-        """First sample (absolute) of the cross-fade between chunks ``k`` and ``k + 1``."""
-        return starts[k] + self.chunk - self.context - self.fade
-
-
-def rising_ramp(n: int) -> torch.Tensor:
-    """``sin^2`` from 0 to 1 over ``n`` samples (half a Hann window); ``1 - ramp`` falls.
-
-    Shape:
-        -> (n,)
-    """
-    t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    return (torch.sin(0.5 * math.pi * t) ** 2).float()
 
 
 def model_multiple(model: nn.Module) -> int:
@@ -239,134 +188,6 @@ def separate_waveform(
     normalised = torch.from_numpy((x / scale).astype(np.float32))
     est = separate_chunked(loaded.model, normalised, plan, batch_size, device, progress)
     return (est.double().numpy() * scale).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-
-def fit_length(x: np.ndarray, length: int) -> np.ndarray:
-    """Crop or zero-pad the last axis to ``length``."""
-    if x.shape[-1] >= length:
-        return x[..., :length]
-    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])
-
-
-def read_mixture(path: Path, sample_rate: int, info: AudioInfo) -> np.ndarray:
-    """The whole file, mixed down to mono, at ``sample_rate``.
-
-    Shape:
-        -> (frames * sample_rate // file rate,) float32
-    """
-    x = read_frames(path, 0, info.frames)
-    y = soxr_resample(x, info.sample_rate, sample_rate)
-    return fit_length(y, info.frames * sample_rate // info.sample_rate)
-
-
-def to_rate(sources: np.ndarray, rate: int, info: AudioInfo) -> np.ndarray:
-    """Estimates at the model's rate resampled back to the input's rate and length.
-
-    Shape:
-        sources (S, T) -> (S, info.frames)
-    """
-    back = np.stack([soxr_resample(s, rate, info.sample_rate) for s in sources])
-    return fit_length(back, info.frames)
-
-
-def write_atomically(paths: Sequence[Path], signals: np.ndarray, rate: int, fmt: str) -> None:
-    """Write ``signals[k]`` to ``paths[k]``: all files appear together, or none does."""
-    container, subtype = FORMATS[fmt]
-    mode, tmps = file_mode(), []
-    try:
-        for path, signal in zip(paths, signals, strict=True):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            tmps.append(Path(tmp))
-            sf.write(tmp, signal, rate, format=container, subtype=subtype)
-            os.chmod(tmp, mode)
-        for tmp, path in zip(tmps, paths, strict=True):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
-        raise
-    peak = float(np.abs(signals).max()) if signals.size else 0.0
-    if subtype.startswith("PCM") and peak > 1.0:
-        log.warning("%s: peak %.2f clipped to 1.0 in %s (use --format wav)", paths[0], peak, fmt)
-
-
-def output_paths(stem: Path, out_dir: Path, num_sources: int, fmt: str) -> list[Path]:
-    """``<out_dir>/<stem>_s1.<fmt>`` ... ``_s<S>``."""
-    return [out_dir / stem.parent / f"{stem.name}_s{k}.{fmt}" for k in range(1, num_sources + 1)]
-
-
-def collect_inputs(
-    inputs: Sequence[str | Path], recursive: bool = False
-) -> list[tuple[Path, Path]]:
-    """``(file, output stem)`` of every input; folders give their audio files, sorted.
-
-    Raises:
-        FileNotFoundError: an input that does not exist, or a folder without audio files.
-    """
-    found: list[tuple[Path, Path]] = []
-    for item in map(Path, inputs):
-        if item.is_file():
-            found.append((item, Path(item.stem)))
-        elif item.is_dir():
-            pattern = item.rglob("*") if recursive else item.glob("*")
-            files = sorted(p for p in pattern if p.suffix.lower() in AUDIO_EXTENSIONS)
-            files = [p for p in files if p.is_file()]
-            if not files:
-                raise FileNotFoundError(
-                    f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {item}"
-                    + ("" if recursive else "; pass --recursive to search its subfolders")
-                )
-            found += [(p, p.relative_to(item).with_suffix("")) for p in files]
-        else:
-            raise FileNotFoundError(f"input {item} does not exist")
-    return found
-
-
-def check_inputs(inputs: Sequence[tuple[Path, Path]]) -> list[AudioInfo]:
-    """Header facts of every input; the first unreadable one raises before any output."""
-    infos = []
-    for path, _ in inputs:
-        try:
-            infos.append(check_decodable(path))
-        except AudioDecodeError as err:
-            raise AudioDecodeError(
-                f"{path} is not an audio file libsndfile can decode ({err}); nothing was written"
-            ) from None
-    return infos
-
-
-def prepare_outputs(
-    targets: Sequence[Sequence[Path]], out_dir: Path, overwrite: bool
-) -> list[Path]:
-    """Check that no output clashes or is already there, then create the output folder.
-
-    Returns:
-        The folders created (removed again if nothing gets written).
-
-    Raises:
-        OutputError: two inputs map to the same output, outputs exist and ``overwrite`` is
-            false, or the folder cannot be created or written.
-    """
-    counts = Counter(p for group in targets for p in group)
-    dupes = sorted(str(p) for p, n in counts.items() if n > 1)
-    if dupes:
-        raise OutputError(
-            f"several inputs would write {dupes[:3]}: rename the inputs or separate them apart"
-        )
-    existing = sorted(str(p) for p in counts if p.exists())
-    if existing and not overwrite:
-        raise OutputError(
-            f"{len(existing)} output file(s) exist, e.g. {existing[:3]}; "
-            "pass --overwrite to replace them, or choose another --output folder"
-        )
-    return make_output_dir(out_dir)
 
 
 @dataclass(frozen=True)

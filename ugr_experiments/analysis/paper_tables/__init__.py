@@ -16,6 +16,7 @@ title and a footer that states the protocol). ``scripts/make_tables.py`` writes 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -35,6 +36,7 @@ __all__ = [
     "class_tables",
     "curriculum_tables",
     "inventory",
+    "shown_path",
     "robust_tables",
 ]
 
@@ -44,8 +46,26 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def inventory(runs: Sequence[Run]) -> TableOut:
-    """Every run found: kind, condition, seed, status, detail, wall time."""
+def shown_path(path: Path) -> str:
+    """A folder as a results page may name it: never an absolute path of this machine.
+
+    Relative paths are kept as given; an absolute one is shown relative to the working
+    directory when below it, else by its name only (``/tmp/x/sweep`` -> ``sweep``).
+    """
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return path.name or str(path)
+
+
+def inventory(runs: Sequence[Run], given: Sequence[str | Path] | None = None) -> TableOut:
+    """Every run found: kind, condition, seed, status, detail, wall time.
+
+    ``run`` names each run directory relative to the folder holding them all; the footer
+    names the folders ``given`` (on the command line) as :func:`shown_path` does.
+    """
     root = common_root(runs)
     rows = []
     for run in runs:
@@ -66,8 +86,10 @@ def inventory(runs: Sequence[Run]) -> TableOut:
     cells = numeric.astype(object).where(numeric.notna(), MISSING)
     cells["wall_s"] = [format_value(v, 0) for v in numeric["wall_s"]] if rows else []
     done = int((numeric["status"] == "complete").sum()) if rows else 0
+    folders = [Path(p) for p in given] if given else ([root] if root is not None else [])
+    where = ", ".join(shown_path(p) for p in folders) or "the folders given"
     footer = (
-        f"{len(rows)} run(s) under {root}: {done} complete; failed and incomplete runs are "
+        f"{len(rows)} run(s) under {where}: {done} complete; failed and incomplete runs are "
         "listed here and left out of the tables."
     )
     return TableOut("runs", "Runs found", numeric, cells, footer)
@@ -86,11 +108,17 @@ BUILDERS: dict[str, Callable[[Sequence[Run], Options], list[TableOut]]] = {
 
 
 def build_tables(
-    runs: Sequence[Run], kinds: Sequence[str] | None = None, opts: Options | None = None
+    runs: Sequence[Run],
+    kinds: Sequence[str] | None = None,
+    opts: Options | None = None,
+    given: Sequence[str | Path] | None = None,
 ) -> list[TableOut]:
-    """The inventory, then the tables of every kind present among ``runs`` (or of ``kinds``)."""
+    """The inventory, then the tables of every kind present among ``runs`` (or of ``kinds``).
+
+    ``given``: the folders the runs were loaded from, as the user named them (footers).
+    """
     opts = opts or Options()
-    out = [inventory(runs)]
+    out = [inventory(runs, given)]
     for kind in kinds or BUILDERS:
         if kind not in BUILDERS:
             raise ValueError(f"unsupported table kind: {kind!r}; choose from {list(BUILDERS)}")

@@ -14,6 +14,7 @@ from ugr_experiments.analysis.report import (
     Condition,
     Paired,
     baseline_of,
+    duplicate_runs,
     kind_of,
     paired_comparison,
 )
@@ -34,8 +35,9 @@ _IGNORED = ("paths", "device", "train.progress", "train.num_workers", "eval.batc
 DEFINITIONS = (
     "Test SI-SDRi in dB over all source estimates (2 per mixture). Each statistic is computed "
     "per evaluation epoch, averaged over the evaluation epochs of a run (`epochs`), then over "
-    "the runs of a row (`runs`, one per seed). std: population std (ddof=0); 1 ... 99: "
-    "percentiles (numpy, linear interpolation)."
+    "the runs of a row (`runs`, one per seed). n: test source estimates per evaluation epoch "
+    "(averaged over the runs). std: population std (ddof=0); 1 ... 99: percentiles (numpy, "
+    "linear interpolation)."
 )
 
 
@@ -117,9 +119,24 @@ def excluded_note(runs: Sequence[Run], kind: str, root: Path | None) -> str:
     return f"Not in the table ({len(left)} run(s) without results): " + "; ".join(items) + "."
 
 
+def duplicate_note(runs: Sequence[Run], kind: str, root: Path | None) -> str:
+    """A warning naming the runs of ``kind`` that repeat a (condition, seed), or ``""``."""
+    dups = duplicate_runs(runs, kind)
+    if not dups:
+        return ""
+    items = [
+        f"{short_name(dup, root)} repeats {short_name(kept, root)} ({cond.label}, seed {dup.seed})"
+        for cond, dup, kept in dups
+    ]
+    return (
+        f"Warning: {len(dups)} duplicate run(s), the same condition and seed as another run "
+        "(a sweep copied twice?), each counted once: " + "; ".join(items) + "."
+    )
+
+
 def common_footer(runs: Sequence[Run], kind: str, used: Sequence[Run], root: Path | None) -> str:
-    """Config differences between the used runs, and the runs left out."""
-    parts = []
+    """Duplicate runs, config differences between the used runs, and the runs left out."""
+    parts = [duplicate_note(runs, kind, root)]
     diffs = config_differences(used)
     if diffs:
         parts.append("Warning: the runs also differ in " + "; ".join(diffs) + ".")

@@ -35,12 +35,17 @@ from ugr_experiments.analysis.tables import (
     format_value,
 )
 
+# The paper's test set: two source estimates per test mixture of its setting (PAPER.md 4).
+PAPER_N = 2 * paper.SETTING["dataset.n_test"]
+
 
 def _ours_row(cond: Condition, summary: Any, key_cols: dict[str, Any]) -> tuple[dict, dict]:
     """Numeric and cell row of our runs for one alpha (all estimates)."""
+    n = float(summary.mean.at["all", "n"])  # test source estimates per evaluation epoch
     numeric = {**key_cols, "source": "ours", "runs": summary.runs, "epochs": summary.epochs}
+    numeric["n"] = n
     cells = {**key_cols, "source": "ours", "runs": str(summary.runs)}
-    cells["epochs"] = f"{summary.epochs:g}"
+    cells["epochs"], cells["n"] = f"{summary.epochs:g}", f"{n:g}"
     for col, head in zip(STAT_COLUMNS, STAT_HEADERS, strict=True):
         value, spread = summary.mean.at["all", col], summary.spread.at["all", col]
         numeric[col], numeric[f"{col}_spread"] = value, spread
@@ -50,8 +55,8 @@ def _ours_row(cond: Condition, summary: Any, key_cols: dict[str, Any]) -> tuple[
 
 def _paper_row(values: Sequence[float], key_cols: dict[str, Any]) -> tuple[dict, dict]:
     """Numeric and cell row of the paper's Table 1 for one alpha."""
-    numeric = {**key_cols, "source": "paper", "runs": np.nan, "epochs": 10}
-    cells = {**key_cols, "source": "paper", "runs": MISSING, "epochs": "10"}
+    numeric = {**key_cols, "source": "paper", "runs": np.nan, "epochs": 10, "n": PAPER_N}
+    cells = {**key_cols, "source": "paper", "runs": MISSING, "epochs": "10", "n": f"{PAPER_N}"}
     for col, head, value in zip(STAT_COLUMNS, STAT_HEADERS, values, strict=True):
         numeric[col], numeric[f"{col}_spread"] = value, np.nan
         cells[head] = format_value(value, 1)

@@ -1,172 +1,34 @@
-"""Turn the composed Hydra config into plain, validated values.
+"""Validation of the whole plain config: every option's range and type, the paths it names.
 
-This is the only module of the library that touches OmegaConf: components get plain dicts,
-numbers and strings. Everything here runs before any data is read or any weight is built, so
-a typo costs a second, not an epoch. Every message names the key, the value and the fix.
-
-It also says which keys change what a run computes (:func:`result_differences`): a resumed
-run must agree with its checkpoint on all of those.
+Everything here runs before any data is read or any weight is built; a bad value raises
+:class:`~ugr_experiments.config.checks.ConfigError` naming the key, the value and the fix.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
+from ugr_experiments.config.checks import (
+    MISSING,
+    ConfigError,
+    any_number,
+    check_choice,
+    check_int,
+    check_number,
+    get_key,
+    parse_number,
+    set_key,
+)
 from ugr_experiments.data.corpus import PREP_COMMAND, SHORT_SOURCES
 from ugr_experiments.weighting import LENGTH_UNITS, SHAPES, UNITS
+
+__all__ = ["DEFAULTS", "DEVICES", "OPTIMIZERS", "check_paths", "validate"]
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam",)
 # Added with resumable training; filled in when a (plain) config lacks them.
 DEFAULTS = {"resume": False, "train.max_bad_steps": 20, "checkpoint.every_steps": 50}
-
-# Keys a resumed run may change: they alter how a run is shown, how fast it loads its data,
-# where the data lives, when it saves or gives up, or at most the last bits of the scores
-# (device, eval.batch_size). Every other key must match the checkpoint's config.
-RESUME_IGNORED = (
-    "resume",
-    "device",
-    "paths",
-    "checkpoint",
-    "train.progress",
-    "train.num_workers",
-    "train.log_every",
-    "train.audio_every",
-    "train.compile",
-    "train.threads",
-    "train.max_bad_steps",
-    "eval.batch_size",
-    "dataset.manifests",
-    "dataset.roots",
-    "weighting.health_every",
-)
-
-
-MISSING = object()
-
-
-def _any(number: float) -> bool:
-    return True
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and the fix."""
-
-
-def parse_number(value: Any, key: str) -> float:
-    """A number, or a simple fraction string such as ``"1/15"`` (as the paper writes alpha).
-
-    Raises:
-        ConfigError: naming ``key`` when ``value`` is neither.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, got the boolean {value!r}")
-    if isinstance(value, int | float):
-        out = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            out = float(Fraction(text)) if "/" in text else float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(
-                f"{key} must be a number or a fraction such as 1/15, got {value!r} "
-                f"(e.g. `{key}=0.2` or `{key}=1/15`)"
-            ) from None
-    if not math.isfinite(out):
-        raise ConfigError(f"{key} must be finite, got {value!r}")
-    return out
-
-
-def _parse_alphas(weighting: dict[str, Any], prefix: str = "weighting") -> None:
-    """Convert every ``alpha`` (also inside ``sum`` terms) in place, and check it is >= 0."""
-    if "alpha" in weighting:
-        alpha = parse_number(weighting["alpha"], f"{prefix}.alpha")
-        if alpha < 0:
-            raise ConfigError(
-                f"alpha must be >= 0 (robust weighting, PAPER.md Eq. 5), got {alpha!r}; "
-                "for easy-first weighting use weighting=curriculum (beta0 < 0)"
-            )
-        weighting["alpha"] = alpha
-    for i, term in enumerate(weighting.get("terms") or []):
-        _parse_alphas(term, f"{prefix}.terms[{i}]")
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks of one key: `key` is dotted ("train.batch_size"), the message says the fix.
-# ---------------------------------------------------------------------------------------------
-
-
-def get_key(cfg: dict[str, Any], key: str, default: Any = MISSING) -> Any:
-    """``cfg["a"]["b"]`` for the dotted ``key`` ``"a.b"``, or ``default`` where it is missing."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def check_int(
-    cfg: dict[str, Any], key: str, low: int, example: str, optional: bool = False
-) -> None:
-    """``key`` must be an integer >= ``low`` (or null/absent when ``optional``)."""
-    value = get_key(cfg, key)
-    if optional and (value is None or value is MISSING):
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        shown = "missing" if value is MISSING else repr(value)
-        null = " or null" if optional else ""
-        raise ConfigError(f"{key} must be an integer >= {low}{null}, got {shown} (e.g. {example})")
-
-
-def check_number(
-    cfg: dict[str, Any],
-    key: str,
-    ok: Callable[[float], bool],
-    rule: str,
-    example: str,
-    optional: bool = False,
-) -> None:
-    """``key`` must be a finite number (fractions accepted) satisfying ``ok``; stored as float."""
-    value = get_key(cfg, key)
-    if optional and (value is None or value is MISSING):
-        return
-    if value is MISSING:
-        raise ConfigError(f"{key} is missing; it must be a number {rule} (e.g. {example})")
-    number = parse_number(value, key)
-    if not ok(number):
-        raise ConfigError(f"{key} must be {rule}, got {value!r} (e.g. {example})")
-    _set(cfg, key, number)
-
-
-def check_choice(cfg: dict[str, Any], key: str, allowed: tuple[str, ...], optional: bool) -> None:
-    """``key`` must be one of ``allowed``."""
-    value = get_key(cfg, key)
-    if optional and value is MISSING:
-        return
-    if value not in allowed:
-        raise ConfigError(
-            f"unsupported {key}: {value!r}; choose from {list(allowed)} (e.g. {key}={allowed[0]})"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation of the whole config
-# ---------------------------------------------------------------------------------------------
 
 
 def _validate_train(cfg: dict[str, Any]) -> None:
@@ -225,7 +87,7 @@ def _validate_dataset(cfg: dict[str, Any]) -> None:
         # An empty split would train on nothing or report a table of nothing.
         check_int(cfg, f"dataset.n_{split}", 1, f"dataset.n_{split}={example}")
     _validate_snr(data.get("snr_db"))
-    check_number(cfg, "dataset.min_rms_db", _any, "a number", "dataset.min_rms_db=-50", True)
+    check_number(cfg, "dataset.min_rms_db", any_number, "a number", "dataset.min_rms_db=-50", True)
     check_int(cfg, "dataset.max_tries", 1, "dataset.max_tries=100", optional=True)
     check_number(
         cfg, "dataset.p_speech", lambda x: 0 <= x <= 1, "in [0, 1]", "dataset.p_speech=0.5", True
@@ -294,7 +156,7 @@ def _validate_weighting(w: dict[str, Any], prefix: str) -> None:
             )
         for name in gamma:
             key = f"{prefix}.gamma.{name}"
-            check_number(root, key, _any, "a number", f"{key}=3")
+            check_number(root, key, any_number, "a number", f"{key}=3")
     for i, term in enumerate(w.get("terms") or []):
         if isinstance(term, dict):
             _validate_weighting(term, f"{prefix}.terms[{i}]")
@@ -304,7 +166,7 @@ def validate(cfg: dict[str, Any]) -> None:
     """Ranges and types of the options every run uses (raises ConfigError)."""
     for key, value in DEFAULTS.items():
         if get_key(cfg, key) is MISSING:
-            _set(cfg, key, value)
+            set_key(cfg, key, value)
     _validate_train(cfg)
     _validate_optim(cfg)
     _validate_dataset(cfg)
@@ -334,64 +196,3 @@ def check_paths(cfg: dict[str, Any]) -> None:
                 f"dataset.roots.{group}: no folder at {root!r}; set it to where the corpus is "
                 f"now, or to null to use the root recorded in the manifest"
             )
-
-
-def to_plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """Resolve the config into plain containers, parse fractions and validate.
-
-    The root ``alpha`` is parsed first, so ``${alpha}`` interpolations see the number.
-    """
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=False)
-        cfg.pop("hydra", None)
-    cfg = dict(cfg)
-    cfg["alpha"] = parse_number(cfg.get("alpha", 0.0), "alpha")
-    if cfg["alpha"] < 0:
-        _parse_alphas({"alpha": cfg["alpha"]})  # raises the message with the fix
-    plain = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-    _parse_alphas(plain["weighting"])
-    validate(plain)
-    return plain
-
-
-# ---------------------------------------------------------------------------------------------
-# What a resumed run must keep
-# ---------------------------------------------------------------------------------------------
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(node, list) and any(isinstance(item, dict) for item in node):
-        out = {}
-        for i, item in enumerate(node):
-            out.update(_flatten(item, f"{prefix}[{i}]"))
-        return out
-    return {prefix: node}
-
-
-def _ignored(key: str) -> bool:
-    if key.startswith("weighting") and key.endswith(".health_every"):
-        return True  # also inside sum terms
-    return any(key == p or key.startswith(p + ".") for p in RESUME_IGNORED)
-
-
-def result_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The keys, other than :data:`RESUME_IGNORED`, whose values differ: ``key: a -> b`` lines.
-
-    Args:
-        saved: the plain config a checkpoint was written with.
-        current: the plain config of the run that wants to resume from it.
-    """
-    old, new = _flatten(saved), _flatten(current)
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, MISSING), new.get(key, MISSING)
-        if _ignored(key) or a == b:
-            continue
-        shown = ["(absent)" if v is MISSING else repr(v) for v in (a, b)]
-        lines.append(f"{key}: {shown[0]} in the checkpoint, {shown[1]} now")
-    return lines
