@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,9 +32,11 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from ugr_experiments.config import to_plain  # noqa: E402
-from ugr_experiments.training.loop import build, train_step  # noqa: E402
+from ugr_experiments.training.loop import train_step  # noqa: E402
+from ugr_experiments.training.parts import RunParts, build_parts  # noqa: E402
 from ugr_experiments.weighting import (  # noqa: E402
     Progress,
+    Weighting,
     build_weighting,
     pmf,
     to_units,
@@ -41,34 +44,36 @@ from ugr_experiments.weighting import (  # noqa: E402
 )
 
 
-def setup(overrides: list[str]) -> tuple[dict, dict, dict]:
+def setup(overrides: list[str]) -> tuple[RunParts, dict[str, Any], dict[str, Weighting]]:
+    """The run's parts (as ``train.py`` would build them), one training batch, both weightings."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = to_plain(compose("config", overrides=["train.progress=false", *overrides]))
-    ctx = build(cfg, ROOT / "outputs" / "bench")
-    batch = next(iter(ctx["train_loader"]))
-    names = (ctx["data"]["train"].class_names, ctx["group_names"])
+    parts = build_parts(cfg, ROOT / "outputs" / "bench")
+    batch = next(iter(parts.train_loader))
+    names = (parts.train_set.class_names, parts.group_names)
     weightings = {
         "uniform": build_weighting({"name": "uniform"}, *names),
         "robust": build_weighting({"name": "robust", "alpha": 0.2}, *names),
     }
-    return ctx, batch, weightings
+    return parts, batch, weightings
 
 
-def time_step(ctx: dict, batch: dict, weighting, step: int) -> float:
+def time_step(parts: RunParts, batch: dict[str, Any], weighting: Weighting, step: int) -> float:
+    """Seconds of one training step of the plain model with ``weighting``."""
     start = time.perf_counter()
     train_step(
-        ctx["model"],
+        parts.model,
         batch,
         weighting,
-        ctx["optimizer"],
+        parts.optimizer,
         Progress(step, 0),
-        ctx["cfg"]["optim"]["grad_clip"],
-        ctx["device"],
+        parts.settings.grad_clip,
+        parts.device,
     )
     return time.perf_counter() - start
 
 
-def time_weighting_only(batch: dict, weighting, repeats: int = 2000) -> float:
+def time_weighting_only(batch: dict[str, Any], weighting: Weighting, repeats: int = 2000) -> float:
     """Seconds per call of the reweighting itself on a (B, S) loss that needs a gradient."""
     shape = batch["class_idx"].shape
     loss = torch.randn(shape, requires_grad=True)
@@ -105,29 +110,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-only", choices=["uniform", "robust"], help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args(argv)
     torch.set_num_threads(args.threads)
-    ctx, batch, weightings = setup(overrides)
+    parts, batch, weightings = setup(overrides)
     if args.peak_only:
         for i in range(args.warmup):
-            time_step(ctx, batch, weightings[args.peak_only], i)
+            time_step(parts, batch, weightings[args.peak_only], i)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
     for i in range(args.warmup):
         for w in weightings.values():
-            time_step(ctx, batch, w, i)
+            time_step(parts, batch, w, i)
     times: dict[str, list[float]] = {"uniform": [], "robust": []}
     for i in range(args.pairs):
         # ABBA order: which variant runs first alternates, so an order effect cancels out.
         order = ["uniform", "robust"] if i % 2 == 0 else ["robust", "uniform"]
         for name in order:
-            times[name].append(time_step(ctx, batch, weightings[name], i))
+            times[name].append(time_step(parts, batch, weightings[name], i))
     ratios = [r / u for u, r in zip(times["uniform"], times["robust"], strict=True)]
     med = {k: statistics.median(v) for k, v in times.items()}
     weigh = time_weighting_only(batch, weightings["robust"])
     result = {
         "batch": list(batch["mixture"].shape),
         "threads": args.threads,
-        "device": str(ctx["device"]),
-        "parameters": sum(p.numel() for p in ctx["model"].parameters()),
+        "device": str(parts.device),
+        "parameters": sum(p.numel() for p in parts.model.parameters()),
         "steps_per_s_uniform": 1 / med["uniform"],
         "steps_per_s_robust": 1 / med["robust"],
         "overhead_median_pair_ratio_pct": 100 * (statistics.median(ratios) - 1),

@@ -24,10 +24,11 @@ from conftest import ROOT, TINY, compose_config
 import ugr_experiments.training.loop as train_module
 from ugr_experiments.config import ConfigError
 from ugr_experiments.models import build_model
-from ugr_experiments.training import distributed
+from ugr_experiments.training import collectives, distributed
 from ugr_experiments.training.checkpoint import load_checkpoint
-from ugr_experiments.training.loop import build, train_step
-from ugr_experiments.training.resume import ResumableSampler
+from ugr_experiments.training.loop import train_step
+from ugr_experiments.training.parts import build_parts
+from ugr_experiments.training.state import ResumableSampler
 from ugr_experiments.weighting import Progress, build_weighting
 
 WORLD = 2
@@ -127,14 +128,14 @@ def _rank_work(rt: distributed.Runtime) -> dict[str, Any]:
     results["nan/host"] = one_step("uniform", bad, rt)
     results["nan/fused"] = one_step("uniform", bad, rt, fused=True)
     rows = pd.DataFrame({"mixture": [2 * rt.rank, 2 * rt.rank + 1], "rank": rt.rank})
-    results["rows"] = distributed.gather_rows(rows, rt).to_dict("list")
-    results["path"] = str(distributed.shared_path(Path(f"/run/of/rank{rt.rank}"), rt))
+    results["rows"] = collectives.gather_rows(rows, rt).to_dict("list")
+    results["path"] = str(collectives.shared_path(Path(f"/run/of/rank{rt.rank}"), rt))
     p = torch.full((3,), 1.0 / 6.0, device=rt.device)
     groups = torch.full((3,), rt.rank, device=rt.device)
-    p_all, groups_all = distributed.global_pmf(p, groups, rt)
+    p_all, groups_all = collectives.global_pmf(p, groups, rt)
     results["pmf_sum"], results["groups"] = float(p_all.sum()), groups_all.tolist()
-    results["any"] = [distributed.any_rank(rt.rank == 1, rt), distributed.any_rank(False, rt)]
-    distributed.barrier(rt)
+    results["any"] = [collectives.any_rank(rt.rank == 1, rt), collectives.any_rank(False, rt)]
+    collectives.barrier(rt)
     return results
 
 
@@ -286,7 +287,7 @@ def test_fused_skip_leaves_no_flag_on_the_optimizer():
     optimizer = torch.optim.Adam([param], lr=0.1, fused=True)
     param.grad = torch.ones(3)
     rt = distributed.Runtime()
-    taken = distributed.step_if_finite(optimizer, torch.tensor(1.0), torch.tensor(1.0), rt)
+    taken = collectives.step_if_finite(optimizer, torch.tensor(1.0), torch.tensor(1.0), rt)
     assert bool(taken) and not hasattr(optimizer, "found_inf")
     assert not torch.equal(param.detach(), torch.ones(3))
 
@@ -305,7 +306,7 @@ def test_build_refuses_the_batch_before_building_anything(monkeypatch):
     monkeypatch.setattr(distributed, "setup", lambda *args: rt)
     cfg = train_module.to_plain(compose_config(TINY + ["train.batch_size=3"]))
     with pytest.raises(ConfigError, match="train.batch_size=3 is the global batch"):
-        build(cfg, Path("unused"))
+        build_parts(cfg, Path("unused"))
 
 
 def test_ranks_read_exactly_the_global_batches_of_one_process():
@@ -359,11 +360,11 @@ def test_wrap_model_in_one_process_is_the_model_itself():
 
 def test_other_ranks_write_nothing(tmp_path):
     worker = distributed.Runtime(rank=1, world_size=2)
-    writer = distributed.make_writer(tmp_path / "tb", worker, purge_step=3)
+    writer = collectives.make_writer(tmp_path / "tb", worker, purge_step=3)
     writer.add_scalar("x", 1.0, 0)
     writer.add_audio("y", torch.zeros(10), 0, sample_rate=8000)
     writer.close()
-    distributed.save_on_main({"a": torch.zeros(1)}, tmp_path / "c.pt", worker)
+    collectives.save_on_main({"a": torch.zeros(1)}, tmp_path / "c.pt", worker)
     assert not any(tmp_path.iterdir())
 
 

@@ -25,8 +25,10 @@ import yaml
 from conftest import ROOT, TINY, compose_config
 
 import ugr_experiments.training.loop as train_module
+import ugr_experiments.training.parts as parts_module
 from ugr_experiments.config import ConfigError, result_differences, to_plain
 from ugr_experiments.models import build_model
+from ugr_experiments.training.bookkeeping import TrainingDiverged
 from ugr_experiments.training.checkpoint import (
     CheckpointError,
     check_resumable,
@@ -34,7 +36,8 @@ from ugr_experiments.training.checkpoint import (
     save_checkpoint,
 )
 from ugr_experiments.training.loop import run, train_step
-from ugr_experiments.training.resume import ResumableSampler, TrainingDiverged, resume_checkpoint
+from ugr_experiments.training.resume import resume_checkpoint
+from ugr_experiments.training.state import ResumableSampler
 from ugr_experiments.weighting import Progress, build_weighting
 
 # 2 epochs of 3 steps, a checkpoint after every step, every step logged to TensorBoard.
@@ -363,7 +366,7 @@ def test_a_non_finite_step_changes_nothing(poison):
 
 def poison_items(monkeypatch: pytest.MonkeyPatch, bad: set[tuple[int, int]]) -> None:
     """Training items ``(epoch, index)`` in ``bad`` get a NaN sample in their mixture."""
-    real = train_module.build_datasets
+    real = parts_module.build_datasets
 
     def build(cfg: dict, seed: int, length: int) -> dict:
         data = real(cfg, seed, length)
@@ -379,7 +382,7 @@ def poison_items(monkeypatch: pytest.MonkeyPatch, bad: set[tuple[int, int]]) -> 
         train.make = make_bad
         return data
 
-    monkeypatch.setattr(train_module, "build_datasets", build)
+    monkeypatch.setattr(parts_module, "build_datasets", build)
 
 
 def test_isolated_bad_batches_are_skipped_and_counted(tmp_path, monkeypatch, caplog):

@@ -65,6 +65,8 @@ class RecordFailure(Callback):
         """Called by Hydra after every job, completed or failed."""
         if job_return.status != JobStatus.FAILED:
             return
+        if job_return.hydra_cfg is None:  # not started by Hydra: no run directory to write to
+            return
         error = job_return._return_value  # the exception (return_value would re-raise it)
         run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
         write_failure(run_dir, failure_record(error, list(job_return.overrides or [])))
