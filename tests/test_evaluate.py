@@ -184,7 +184,7 @@ def test_audio_schedule_and_first_items():
     assert [e for e in range(8) if audio_due(3, e)] == [2, 5]
     assert not any(audio_due(every, 0) for every in (0, None))
     from ugr_experiments.data import build_datasets
-    from ugr_experiments.training.loop import make_loader
+    from ugr_experiments.training.parts import make_loader
 
     cfg = to_plain(compose_config(TINY))
     data = build_datasets(cfg["dataset"], 0, 4)

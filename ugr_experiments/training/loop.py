@@ -35,7 +35,6 @@ from ugr_experiments.training.checkpoint import BEST, checkpoint_dir, load_check
 from ugr_experiments.training.collectives import Writer
 from ugr_experiments.training.hparams import final_metrics, log_hparams, overall, run_hparams
 from ugr_experiments.training.parts import RunParts, build_parts
-from ugr_experiments.training.parts import make_loader as make_loader  # tests/test_evaluate.py
 from ugr_experiments.training.runinfo import run_info, write_json
 from ugr_experiments.training.signals import StopRequest, stop_on_signals
 from ugr_experiments.training.state import TrainState
