@@ -9,7 +9,7 @@ lose the results of the rest. What the failed job leaves behind is a run directo
      "overrides": ["alpha=-1", "seed=0"], "finished": "2026-01-01T12:00:00+0000"}
 
 ``scripts/make_tables.py`` lists such runs as failed (with the error) instead of dropping
-them. Enable it in a config (the experiment presets do)::
+them. ``conf/config.yaml`` enables it for every run and sweep::
 
     hydra:
       callbacks:
