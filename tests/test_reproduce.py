@@ -93,3 +93,19 @@ def test_robust_end_to_end_resumable_and_verdicts_match_numpy(tmp_path: Path) ->
     second = _reproduce(args, manifests)
     assert second.returncode == 0 and "8 already finished, 0 to run" in second.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out / "robust" / "verdicts.csv"), verdicts)
+
+
+def test_readme_reproduce_commands_parse_and_plan() -> None:
+    from test_readme import bash_lines
+
+    lines = [line for line in bash_lines() if "scripts/reproduce.py" in line]
+    assert len(lines) >= 4
+    for line in lines:
+        words = line.split("scripts/reproduce.py", 1)[1].split()
+        args = reproduce.build_parser().parse_intermixed_args(words)
+        names = list(reproduce.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+        for name in names:
+            jobs, _, cfg = reproduce.plan(
+                reproduce.preset_name(name, args.scale), args.overrides, args.seeds
+            )
+            assert jobs and cfg["train"]["threads"] == 1
