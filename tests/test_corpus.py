@@ -151,8 +151,12 @@ def test_test_set_fixed_across_runs_and_epochs(manifests: Path, name: str) -> No
     assert all(same_item(first[i], two["test"][i]) for i in range(len(first)))
     assert all(same_item(first[i], one["test"][i]) for i in range(len(first)))
     assert not same_item(one["test"][0], one["valid"][0])
+    # dataset.eval_seed (default 0) fixes the test set for every training seed ...
     other_seed = build(name, manifests, seed=1)["test"]
-    assert not all(same_item(first[i], other_seed[i]) for i in range(len(first)))
+    assert all(same_item(first[i], other_seed[i]) for i in range(len(first)))
+    # ... and another eval_seed draws another one
+    other_eval = build(name, manifests, eval_seed=1)["test"]
+    assert not all(same_item(first[i], other_eval[i]) for i in range(len(first)))
 
 
 _DIGEST = """

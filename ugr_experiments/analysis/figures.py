@@ -82,7 +82,7 @@ def plot_main(
 def figure1_data(runs: Sequence[Run]) -> dict[str, np.ndarray]:
     """Per alpha label: the test SI-SDRi of every source estimate, all epochs and seeds."""
     return {
-        cond.label: np.concatenate([item_matrix(r.rows).to_numpy().ravel() for r in cond.runs])
+        cond.label: np.concatenate([item_matrix(r.test_rows).to_numpy().ravel() for r in cond.runs])
         for cond in conditions(runs, "robust")
     }
 
@@ -137,7 +137,7 @@ def figure1(
 def curriculum_data(runs: Sequence[Run]) -> dict[str, list[pd.DataFrame]]:
     """Per schedule label: each run's ``history.csv`` (step, epoch, valid_sisdri, ...)."""
     return {
-        c.label: [r.history for r in c.runs]
+        c.label: [r.valid_history for r in c.runs]
         for c in conditions(runs, "curriculum")
         if all(r.history is not None for r in c.runs)
     }

@@ -166,11 +166,11 @@ class Summary:
 
 def summarize_condition(cond: Condition) -> Summary:
     """Per-run tables (per-epoch statistics averaged), then averaged over the runs."""
-    tables = [summarize(r.rows) for r in cond.runs]
+    tables = [summarize(r.test_rows) for r in cond.runs]
     mean, spread = combine(tables, count="runs")
     over = "seeds"
     if len(tables) == 1:
-        spread, over = summarize_spread(cond.runs[0].rows), "evaluation epochs"
+        spread, over = summarize_spread(cond.runs[0].test_rows), "evaluation epochs"
     epochs = float(np.mean([t.loc[ALL, "epochs"] for t in tables]))
     return Summary(mean, spread, over, len(tables), epochs)
 
@@ -203,7 +203,7 @@ def _identity(rows: pd.DataFrame) -> pd.DataFrame:
 
 def same_items(a: Run, b: Run) -> bool:
     """True when two runs were tested on the same items (same files, offsets and SNRs)."""
-    ia, ib = _identity(a.rows), _identity(b.rows)
+    ia, ib = _identity(a.test_rows), _identity(b.test_rows)
     if not ia.index.equals(ib.index) or list(ia.columns) != list(ib.columns):
         return False
     return bool((ia.astype(str) == ib.astype(str)).all().all())
@@ -213,7 +213,7 @@ def condition_interval(
     cond: Condition, group: str | None, n_boot: int, level: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Estimate, low and high of every statistic; items resampled within each run."""
-    matrices = [item_matrix(r.rows, group).to_numpy() for r in cond.runs]
+    matrices = [item_matrix(r.test_rows, group).to_numpy() for r in cond.runs]
     replicates = stats.bootstrap(matrices, n_boot, np.random.default_rng(seed))
     low, high = stats.interval(replicates, level)
     return stats.run_averaged(matrices), low, high
@@ -259,7 +259,7 @@ def paired_comparison(
     pairs, skipped = _pairs(cond, base)
     if not pairs:
         return None
-    mats = [(item_matrix(a.rows, group), item_matrix(b.rows, group)) for a, b in pairs]
+    mats = [(item_matrix(a.test_rows, group), item_matrix(b.test_rows, group)) for a, b in pairs]
     arrays = [(a.to_numpy(), b.loc[a.index].to_numpy()) for a, b in mats]
     rng = np.random.default_rng(seed)
     point, replicates = stats.paired_bootstrap(arrays, n_boot, rng)
@@ -286,6 +286,6 @@ def auto_levels(base: Condition, fractions: Sequence[float] = (0.5, 0.8, 0.95)) 
 
     Averaged over the baseline's runs and rounded to 0.1 dB.
     """
-    first = np.mean([r.history["valid_sisdri"].iloc[0] for r in base.runs])
-    best = np.mean([r.history["valid_sisdri"].max() for r in base.runs])
+    first = np.mean([r.valid_history["valid_sisdri"].iloc[0] for r in base.runs])
+    best = np.mean([r.valid_history["valid_sisdri"].max() for r in base.runs])
     return [round(float(first + f * (best - first)), 1) for f in fractions]

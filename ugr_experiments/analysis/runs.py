@@ -30,6 +30,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ugr_experiments.config import ConfigError, get_key, parse_number
+from ugr_experiments.config.plain import plain_dict
 
 ROWS_FILE = "per_source_sisdri.csv"
 FAILURE_FILE = "failure.json"
@@ -61,6 +62,20 @@ class Run:
     def complete(self) -> bool:
         """True when the run has its per-source test rows."""
         return self.status == COMPLETE
+
+    @property
+    def test_rows(self) -> pd.DataFrame:
+        """``rows`` of a run known to have them (a complete run loaded with its rows)."""
+        if self.rows is None:
+            raise ValueError(f"{self.path}: no per-source test rows loaded")
+        return self.rows
+
+    @property
+    def valid_history(self) -> pd.DataFrame:
+        """``history`` of a run known to have one (``history.csv``)."""
+        if self.history is None:
+            raise ValueError(f"{self.path}: no validation history (history.csv)")
+        return self.history
 
 
 def is_run_dir(path: Path) -> bool:
@@ -110,7 +125,7 @@ def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
     except ConfigError:
         pass  # left as written: the run failed on it, the listing shows it
     try:
-        return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+        return plain_dict(OmegaConf.create(cfg), resolve=True)
     except Exception:  # noqa: BLE001 - any resolution error: keep the unresolved config
         return cfg
 

@@ -71,10 +71,12 @@ class Paired:
 # ---------------------------------------------------------------------------------------------
 
 
-def _matrices(cond: Condition, base: Condition, group: str | None) -> list[tuple[np.ndarray, ...]]:
+def _matrices(
+    cond: Condition, base: Condition, group: str | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per shared seed (in seed order), the (items, epochs) matrices of both, rows aligned."""
     by_seed = {r.seed: r for r in base.runs}
-    pairs = []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for run in sorted(cond.runs, key=lambda r: (r.seed is None, r.seed or 0)):
         other = by_seed.get(run.seed)
         if other is None or run.rows is None or other.rows is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -31,6 +32,12 @@ __all__ = [
 ]
 
 
+def _number_at(df: pd.DataFrame, name: object, column: object) -> float:
+    """The cell ``df.at[name, column]`` of a numeric table (pandas-stubs type ``.at`` as any
+    scalar, since the column dtypes are only known at run time)."""
+    return cast(float, df.at[name, column])
+
+
 def _format_number(x: float, column: str) -> str:
     if isinstance(x, float) and not math.isfinite(x):
         return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
@@ -46,9 +53,9 @@ def _cells(df: pd.DataFrame, spread: pd.DataFrame | None) -> pd.DataFrame:
     for name in df.index:
         row = [str(name)]
         for column in df.columns:
-            cell = _format_number(df.at[name, column], column)
+            cell = _format_number(_number_at(df, name, column), column)
             if spread is not None and column in STAT_COLUMNS and column in spread.columns:
-                cell += f" ± {_format_number(spread.at[name, column], column)}"
+                cell += f" ± {_format_number(_number_at(spread, name, column), column)}"
             row.append(cell)
         rows.append(row)
     header = [df.index.name or INDEX_NAME] + [str(c) for c in df.columns]
@@ -112,10 +119,12 @@ def write_table(
     csv_table = df.copy()
     if spread is not None:
         for column in [c for c in STAT_COLUMNS if c in spread.columns]:
-            csv_table.insert(
-                csv_table.columns.get_loc(column) + 1, f"{column}_spread", spread[column]
-            )
-    csv_table = csv_table.rename_axis(df.index.name or INDEX_NAME).reset_index()
+            position = csv_table.columns.get_loc(column)
+            assert isinstance(position, int)  # column labels are unique: one position
+            csv_table.insert(position + 1, f"{column}_spread", spread[column])
+    # pandas accepts any hashable axis name; pandas-stubs ask for a str.
+    index_name = cast(str, df.index.name or INDEX_NAME)
+    csv_table = csv_table.rename_axis(index_name).reset_index()
     return write_cells(csv_table, _cells(df, spread), out_dir, stem, title, footer)
 
 

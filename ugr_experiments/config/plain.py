@@ -7,14 +7,14 @@ resumed run disagrees with its checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from ugr_experiments.config.checks import MISSING, ConfigError, parse_number
 from ugr_experiments.config.validate import validate
 
-__all__ = ["RESUME_IGNORED", "result_differences", "to_plain"]
+__all__ = ["RESUME_IGNORED", "plain_dict", "result_differences", "to_plain"]
 
 # Keys a resumed run may change: they alter how a run is shown, how fast it loads its data,
 # where the data lives, when it saves or gives up, or at most the last bits of the scores
@@ -52,19 +52,27 @@ def _parse_alphas(weighting: dict[str, Any], prefix: str = "weighting") -> None:
         _parse_alphas(term, f"{prefix}.terms[{i}]")
 
 
+def plain_dict(node: DictConfig, *, resolve: bool) -> dict[str, Any]:
+    """``OmegaConf.to_container`` of a mapping node, typed as the dict it returns."""
+    out = OmegaConf.to_container(node, resolve=resolve)
+    assert isinstance(out, dict)  # a DictConfig becomes a dict
+    # OmegaConf types the keys as any primitive; config keys are strings.
+    return cast(dict[str, Any], out)
+
+
 def to_plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Resolve the config into plain containers, parse fractions and validate.
 
     The root ``alpha`` is parsed first, so ``${alpha}`` interpolations see the number.
     """
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=False)
+        cfg = plain_dict(cfg, resolve=False)
         cfg.pop("hydra", None)
     cfg = dict(cfg)
     cfg["alpha"] = parse_number(cfg.get("alpha", 0.0), "alpha")
     if cfg["alpha"] < 0:
         _parse_alphas({"alpha": cfg["alpha"]})  # raises the message with the fix
-    plain = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    plain = plain_dict(OmegaConf.create(cfg), resolve=True)
     _parse_alphas(plain["weighting"])
     validate(plain)
     return plain

@@ -273,7 +273,7 @@ def build_corpus_datasets(
     if name not in GROUPS_OF:
         raise ValueError(f"unsupported corpus dataset {name!r}; choose from {list(GROUPS_OF)}")
     manifests = {g: load_group_manifest(cfg, g) for g in GROUPS_OF[name]}
-    class_names = []
+    class_names: list[str] = []
     for manifest in manifests.values():
         class_names += sorted(set(manifest.table["class"]) - set(class_names))
     class_index = {c: i for i, c in enumerate(class_names)}

@@ -72,15 +72,15 @@ def to_rate(sources: np.ndarray, rate: int, info: AudioInfo) -> np.ndarray:
 def write_atomically(paths: Sequence[Path], signals: np.ndarray, rate: int, fmt: str) -> None:
     """Write ``signals[k]`` to ``paths[k]``: all files appear together, or none does."""
     container, subtype = FORMATS[fmt]
-    mode, tmps = file_mode(), []
+    mode, tmps = file_mode(), list[Path]()
     try:
         for path, signal in zip(paths, signals, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
-            tmps.append(Path(tmp))
-            sf.write(tmp, signal, rate, format=container, subtype=subtype)
-            os.chmod(tmp, mode)
+            tmps.append(Path(name))
+            sf.write(name, signal, rate, format=container, subtype=subtype)
+            os.chmod(name, mode)
         for tmp, path in zip(tmps, paths, strict=True):
             os.replace(tmp, path)
     except BaseException:

@@ -49,7 +49,9 @@ def load_dataset_config(spec: str) -> dict[str, Any]:
     ``${paths.manifests}`` in it resolves as in training (environment variable
     ``UGR_MANIFESTS``, else ``./manifests``).
     """
-    from omegaconf import OmegaConf  # only the entry points touch OmegaConf
+    from omegaconf import DictConfig, OmegaConf  # only the entry points touch OmegaConf
+
+    from ugr_experiments.config.plain import plain_dict
 
     path = Path(spec)
     if not path.is_file() and not (CONF_DIR / "config.yaml").is_file():
@@ -69,8 +71,9 @@ def load_dataset_config(spec: str) -> dict[str, Any]:
     if "dataset" in node and "name" not in node:  # a whole config, e.g. a run's config.yaml
         node = node.dataset
     root = OmegaConf.load(CONF_DIR / "config.yaml")
+    assert isinstance(root, DictConfig)  # the project's config.yaml is a mapping
     merged = OmegaConf.create({"paths": root.get("paths", {}), "dataset": node})
-    return OmegaConf.to_container(merged.dataset, resolve=True)
+    return plain_dict(merged.dataset, resolve=True)
 
 
 def manifest_groups(path: str) -> list[str]:
@@ -95,7 +98,7 @@ def apply_manifests(dataset: dict[str, Any], manifests: Sequence[str], chosen: b
         if found not in DATASET_OF_GROUPS:
             raise ValueError(f"manifests {list(manifests)} hold groups {found}; pass --dataset")
         dataset = {**load_dataset_config(DATASET_OF_GROUPS[found]), **_mixing(dataset)}
-    allowed = GROUPS_OF.get(dataset.get("name"), ())
+    allowed = GROUPS_OF.get(dataset.get("name", ""), ())
     if set(found) - set(allowed):
         raise ValueError(
             f"dataset {dataset.get('name')!r} reads {list(allowed)} manifests, but "
@@ -167,7 +170,7 @@ def eval_config(loaded: LoadedModel, opts: EvalOptions) -> dict[str, Any]:
         )
     if opts.manifests:
         dataset = apply_manifests(dataset, opts.manifests, chosen=bool(opts.dataset))
-    cfg = {"dataset": dataset, "seed": int(run.get("seed", 0))}
+    cfg: dict[str, Any] = {"dataset": dataset, "seed": int(run.get("seed", 0))}
     for keys, value in parse_overrides(opts.overrides):
         _set(cfg, keys, value)
     check_dataset(cfg["dataset"], loaded)

@@ -138,8 +138,8 @@ def evaluate_rows(
         mix = batch["mixture"].to(device)  # (B, T)
         ref = batch["sources"].to(device)  # (B, S, T)
         est = model(mix).float()  # (B, S, T)
-        sdr, base, _ = sisdri(est, ref, mix)  # (B, S) each
-        sdr, base = sdr.cpu().tolist(), base.cpu().tolist()
+        sdr_t, base_t, _ = sisdri(est, ref, mix)  # (B, S) each
+        sdr, base = sdr_t.cpu().tolist(), base_t.cpu().tolist()
         for b, (index, info) in enumerate(zip(batch["index"], batch["info"], strict=True)):
             for s, meta in enumerate(info):
                 rows.append(
@@ -199,7 +199,7 @@ def write_outputs(
     rows.to_csv(out_dir / "per_source_sisdri.csv", index=False)
     table = summarize(rows)
     write_table(table, out_dir, title=title)
-    record["sisdri_mean"] = float(table.loc["all", "mean"])
+    record["sisdri_mean"] = float(table["mean"].loc["all"])
     text = json.dumps(record, indent=2, default=str) + "\n"
     (out_dir / "evaluation.json").write_text(text, encoding="utf-8")
     return table

@@ -6,6 +6,7 @@ epochs (:func:`audio_due`); each clip is peak-normalised to be audible.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 import torch
@@ -64,10 +65,14 @@ def first_items(loader: DataLoader, n: int = 2) -> dict[str, Any]:
     Read straight from the data set: creating a DataLoader iterator would draw from the
     global torch RNG and change the rest of the run.
     """
-    items = [loader.dataset[i] for i in range(min(n, len(loader.dataset)))]
+    dataset = loader.dataset
+    assert isinstance(dataset, Sized)  # a map-style data set
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
     return loader.collate_fn(items)
 
 
 def audio_due(every: int | None, epoch: int) -> bool:
     """True after every ``every``-th epoch (``epoch`` counts from 0); 0 or None: never."""
-    return bool(every) and (epoch + 1) % int(every) == 0
+    if not every:
+        return False
+    return (epoch + 1) % int(every) == 0

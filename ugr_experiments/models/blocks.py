@@ -55,6 +55,7 @@ class ConvNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
+        assert conv.bias is not None and not isinstance(conv.padding, str)  # as built above
         if conv.kernel_size[0] == 1 and conv.groups == 1:
             y = pointwise_conv1d(x, conv.weight, conv.bias)
         elif conv.groups == conv.in_channels == conv.out_channels:

@@ -49,14 +49,14 @@ class _BatchedAffine(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.shared = weight.shape[0] == 1 and x.shape[0] != 1
         batch = x.shape[0]
         return torch.baddbmm(shift.expand(batch, -1, -1), weight.expand(batch, -1, -1), x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_shift = None
         if ctx.needs_input_grad[0]:
@@ -124,12 +124,12 @@ class _PReLU(torch.autograd.Function):
     """Per-channel PReLU with the backward of :func:`_prelu_backward`."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
         return torch.prelu(x, weight)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         return _prelu_backward(grad, x, weight)
 
@@ -157,16 +157,14 @@ class _GroupNormPReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, x: Tensor, gamma: Tensor, beta: Tensor, slope: Tensor, eps: float
-    ) -> Tensor:
+    def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, slope: Tensor, eps: float) -> Tensor:
         b, c = x.shape[:2]
         y, mean, rstd = torch.native_group_norm(x, gamma, beta, b, c, x[0, 0].numel(), 1, eps)
         ctx.save_for_backward(x, mean, rstd, gamma, beta, slope)
         return torch.prelu(y, slope)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, rstd, gamma, beta, slope = ctx.saved_tensors
         b, c = x.shape[:2]
         scale = rstd.view(b, 1, 1) * gamma.view(1, c, 1)  # (B, C, 1)
@@ -208,13 +206,13 @@ class _DepthwiseConv1d(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, stride: int, padding: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, stride: int, padding: int) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
         return F.conv1d(x, weight, bias, stride, padding, groups=x.shape[1])
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         b, c, _ = x.shape
@@ -304,11 +302,11 @@ class _UpsampleAdd(torch.autograd.Function):
     """``fine + nearest_upsample_x2(coarse)`` as a broadcast add; strided-add backward."""
 
     @staticmethod
-    def forward(ctx, fine: Tensor, coarse: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, fine: Tensor, coarse: Tensor) -> Tensor:
         return (fine.unflatten(-1, (-1, 2)) + coarse.unsqueeze(-1)).flatten(-2)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
         # Summing pairs as two strided views is several times faster than .sum(-1) over 2.
         return grad, grad[..., 0::2] + grad[..., 1::2]
 

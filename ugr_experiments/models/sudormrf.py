@@ -107,6 +107,8 @@ class SuDORMRF(nn.Module):
         - Output: (B, S, T)
     """
 
+    toeplitz_index: Tensor  # buffer (N, N), registered in __init__
+
     def __init__(
         self,
         out_channels: int = 128,
@@ -167,9 +169,11 @@ class SuDORMRF(nn.Module):
         x, length = _as_batch_channel_time(wav)  # (B, 1, T)
         x = F.pad(x, (0, -length % self.lcm))  # (B, 1, T')
         enc = self.encoder(x)  # (B, N, F)
-        h = pointwise_conv1d(self.ln(enc), self.l1.weight, self.l1.bias)  # (B, C, F)
+        l1, dec = self.l1, self.decoder
+        # Both built with a bias and integer padding (see __init__).
+        assert l1.bias is not None and dec.bias is not None and not isinstance(dec.padding, str)
+        h = pointwise_conv1d(self.ln(enc), l1.weight, l1.bias)  # (B, C, F)
         h = self.sm(h)  # (B, C, F)
-        dec = self.decoder
         est = decode_overlap_add(
             self._masked(h, enc), dec.weight, dec.bias, dec.stride[0], dec.padding[0]
         )  # (B, S, T')
@@ -185,6 +189,7 @@ class SuDORMRF(nn.Module):
         """
         w = self.m.weight.flatten(1)  # (S, N+1)
         b = self.m.bias  # (S,)
+        assert b is not None  # the Conv2d is built with a bias
         if self.num_sources == 2:
             w, b = w[:1] - w[1:], b[:1] - b[1:]  # (1, N+1), (1,)
         toeplitz = F.pad(w, (1, 0))[:, self.toeplitz_index]  # (S', N, N)
@@ -193,6 +198,7 @@ class SuDORMRF(nn.Module):
             return toeplitz, bias
         w_r = self.reshape_before_masks.weight.squeeze(-1)  # (N, C)
         b_r = self.reshape_before_masks.bias  # (N,)
+        assert b_r is not None  # the Conv1d is built with a bias
         return toeplitz @ w_r, bias + (toeplitz @ b_r)[..., None]
 
     def _masked(self, h: Tensor, enc: Tensor) -> list[Tensor]:
@@ -269,7 +275,9 @@ def load_authors_state_dict(
         ValueError: if keys are missing or unexpected, or a shape differs.
     """
     if isinstance(source, (str, os.PathLike)):
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        # weights_only: plain containers of tensors, never a pickled module.
+        loaded: Mapping[str, Any] = torch.load(source, map_location="cpu", weights_only=True)
+        source = loaded
     if isinstance(source, nn.Module):
         source = source.state_dict()
     state: Mapping[str, Any] = source

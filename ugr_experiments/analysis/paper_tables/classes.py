@@ -131,7 +131,8 @@ def class_paired_table(conds: Sequence[Condition], opts: Options) -> TableOut | 
     for cond in conds:
         if cond is base:
             continue
-        n_row, c_row = dict(_class_keys(cond)), dict(_class_keys(cond))
+        n_row: dict[str, Any] = dict(_class_keys(cond))
+        c_row = dict(_class_keys(cond))
         for subset, head in SUBSETS:
             group = None if subset == "all" else subset
             res = paired_comparison(cond, base, group, opts.n_boot, opts.level, opts.seed)
@@ -143,6 +144,7 @@ def class_paired_table(conds: Sequence[Condition], opts: Options) -> TableOut | 
             c_row[f"Δ{head}"] = format_interval(d, lo, hi) + star(lo, hi)
             c_row[f"p {head}"] = f"{res.p_mean:.3g}"
         else:
+            assert res is not None  # no break: every subset was paired
             n_row["seeds"], c_row["seeds"] = len(res.seeds), str(len(res.seeds))
             numeric.append(n_row)
             cells.append(c_row)

@@ -43,9 +43,9 @@ def _reach_cell(values: np.ndarray) -> tuple[float, float, int, str]:
 
 def _curve_stats(cond: Condition) -> dict[str, tuple[float, float]]:
     """Best and final validation SI-SDRi and steps run: mean and std over the runs."""
-    best = np.array([r.history["valid_sisdri"].max() for r in cond.runs])
-    final = np.array([r.history["valid_sisdri"].iloc[-1] for r in cond.runs])
-    steps = np.array([r.history["step"].iloc[-1] for r in cond.runs], dtype=float)
+    best = np.array([r.valid_history["valid_sisdri"].max() for r in cond.runs])
+    final = np.array([r.valid_history["valid_sisdri"].iloc[-1] for r in cond.runs])
+    steps = np.array([r.valid_history["step"].iloc[-1] for r in cond.runs], dtype=float)
     return {
         "best valid": (best.mean(), best.std()),
         "final valid": (final.mean(), final.std()),
@@ -58,8 +58,8 @@ def _curriculum_row(cond: Condition, levels: Sequence[float]) -> tuple[dict, dic
     numeric: dict[str, Any] = {"schedule": cond.label, "runs": len(cond.runs)}
     cells: dict[str, Any] = {"schedule": cond.label, "runs": str(len(cond.runs))}
     for level in levels:
-        steps = np.array([first_reach(r.history, level, "step") for r in cond.runs])
-        epochs = np.array([first_reach(r.history, level, "epoch") for r in cond.runs])
+        steps = np.array([first_reach(r.valid_history, level, "step") for r in cond.runs])
+        epochs = np.array([first_reach(r.valid_history, level, "epoch") for r in cond.runs])
         mean, spread, count, cell = _reach_cell(steps)
         numeric.update({f"steps_to_{level:g}": mean, f"steps_to_{level:g}_spread": spread})
         numeric[f"epochs_to_{level:g}"] = float(np.nanmean(epochs)) if count else np.nan
@@ -86,7 +86,7 @@ def curriculum_table(
     rows = [_curriculum_row(c, levels) for c in conds]
     used = [r for c in conds for r in c.runs]
     steps_per_epoch = ", ".join(
-        str(s) for s in sorted({int(r.history["step"].iloc[0]) for r in used})
+        str(s) for s in sorted({int(r.valid_history["step"].iloc[0]) for r in used})
     )
     how = (
         "given on the command line"
