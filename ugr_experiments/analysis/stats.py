@@ -3,9 +3,9 @@
 The unit of resampling is the *test item*, a (mixture, source) pair of one run's test set.
 An item evaluated at several epochs keeps its epochs together (a row of a ``(n, E)``
 matrix), so the bootstrap reproduces the table's own protocol: statistics per evaluation
-epoch, averaged over the epochs, then over the runs (seeds). Runs with different seeds have
-different test sets (the test mixtures are fixed by the seed), so each run's items are
-resampled on their own.
+epoch, averaged over the epochs, then over the runs (seeds). Each run's items are resampled
+on their own (runs made with ``dataset.eval_seed=null`` have a test set per seed;
+``analysis.verdicts`` resamples shared items jointly where every run has the same ones).
 
 The statistics are those of :data:`ugr_experiments.analysis.tables.STAT_COLUMNS`: mean, population
 std and the percentiles 1 ... 99 (numpy's linear interpolation).

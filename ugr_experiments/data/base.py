@@ -37,7 +37,8 @@ ENVIRONMENTAL = "environmental"
 def item_rng(seed: int, split: str, epoch: int, index: int) -> np.random.Generator:
     """The random generator of one item: independent streams for every (seed, split, epoch, index).
 
-    Validation and test items pass ``epoch=0`` always, so they are fixed by the seed.
+    Validation and test items pass ``epoch=0`` always, so they are fixed by the seed
+    (``dataset.eval_seed`` for those splits, see :func:`split_seed`).
     """
     split_code = zlib.crc32(split.encode())
     return np.random.default_rng([int(seed), split_code, int(epoch), int(index)])

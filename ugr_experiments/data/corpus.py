@@ -11,8 +11,9 @@ SNR of source 0 against source 1 uniform in ``snr_db``, and the paper's mixing r
 
 A class is drawn uniformly among the classes of the group not yet in the mixture, then a file
 uniformly among that class's files in the split. Training items change with the epoch,
-validation and test items are fixed by the seed (see ``base.item_rng``), so DataLoader
-workers never repeat each other and every run sees the same test set.
+validation and test items are fixed by ``dataset.eval_seed`` (see ``base.item_rng`` and
+``base.split_seed``), so DataLoader workers never repeat each other and every run, whatever
+its training seed, sees the same test set.
 
 Decisions **[ours]**:
 

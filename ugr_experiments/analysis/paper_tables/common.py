@@ -213,8 +213,9 @@ def _paired_head(cond: Condition, base: Condition, res: Paired, key_name: str) -
 def paired_footer(opts: Options, what: str, notes: Sequence[str], better: bool = True) -> str:
     """The footer of a paired table (``better``: the table has the ``better`` column)."""
     text = (
-        f"Paired comparison with {what} on the same test items (same seed, so the same test "
-        "mixtures; checked by file, offset and SNR). Δ: the statistic's difference "
+        f"Paired comparison with {what} on the same test items (every run is scored on the "
+        "test mixtures drawn from `dataset.eval_seed`, whatever its training seed; checked by "
+        "file, offset and SNR; runs are paired by seed). Δ: the statistic's difference "
         f"(row minus {what}), averaged over seeds, with its {100 * opts.level:g}% paired "
         f"bootstrap interval ({opts.n_boot} resamplings of the items, the same items for both "
         "runs); * where the interval excludes 0. "

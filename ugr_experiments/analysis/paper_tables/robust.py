@@ -108,8 +108,10 @@ def interval_table(
     footer = (
         f"Estimate [{100 * opts.level:g}% percentile bootstrap interval] of each statistic "
         f"of Table 1, from {opts.n_boot} resamplings of the test items (mixture, source) of "
-        "every run, each item keeping its evaluation epochs; runs (seeds) are resampled "
-        "separately since their test sets differ. The intervals reflect the finite test set, "
+        "every run, each item keeping its evaluation epochs; each run (seed) is resampled on "
+        "its own. The test mixtures are the same for every seed (drawn from "
+        "`dataset.eval_seed`), so seed spreads measure training variance only. The intervals "
+        "reflect the finite test set, "
         "not the variation between training runs (see ± in the main table)."
     )
     return TableOut(stem, title, pd.DataFrame(numeric), pd.DataFrame(cells), footer)
