@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,10 @@ def plan(preset: str, overrides: Sequence[str], seeds: Sequence[int] | None) -> 
 
     from ugr_experiments.config import to_plain, validate
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with warnings.catch_warnings(), initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        # conf/hydra/launcher/joblib.yaml shadows the plugin's schema of the same name on
+        # purpose (docs/reproducing.md); Hydra's deprecation note about it is noise here.
+        warnings.filterwarnings("ignore", message="(?s).*ConfigStore schema", category=UserWarning)
         cfg = compose("config", [f"+experiment={preset}", *overrides], return_hydra_config=True)
     params = dict(OmegaConf.to_container(cfg.hydra.sweeper.params))
     seeds = list(seeds) if seeds else [int(s) for s in str(params.pop("seed", "0")).split(",")]
