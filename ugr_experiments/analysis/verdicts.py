@@ -246,9 +246,10 @@ def class_verdicts(runs: Sequence[Run]) -> list[Verdict]:
         change = float(both.estimate[MEAN])
         verdicts.append(
             Verdict(
-                f"{cond.label} combined change smaller than the {short} gain (|d combined|)",
+                f"{cond.label} changes the combined mean by less than the {short} gain "
+                "(ours: d combined)",
                 paper_all,
-                abs(change),
+                change,
                 float(both.low[MEAN]),
                 float(both.high[MEAN]),
                 abs(change) < float(gain.estimate[MEAN]),
