@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python scripts/reproduce.py` from a clone without install
@@ -163,7 +164,8 @@ def run_jobs(preset: str, jobs: Sequence[Job], runs_dir: Path, overrides, n_jobs
     """Run the jobs ``n_jobs`` at a time, printing progress; the jobs that failed."""
     todo = [j for j in jobs if not (runs_dir / j.name / "run.json").is_file()]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run")
-    start, running, failed, done = time.time(), {}, [], 0
+    start, failed, durations = time.time(), [], []
+    running: dict[Job, tuple[subprocess.Popen, IO[bytes], float]] = {}  # process, log, start
     pending = list(todo)
     while pending or running:
         while pending and len(running) < n_jobs:
@@ -172,18 +174,20 @@ def run_jobs(preset: str, jobs: Sequence[Job], runs_dir: Path, overrides, n_jobs
             folder.mkdir(parents=True, exist_ok=True)
             log = open(folder / "train.log", "ab")  # noqa: SIM115 (closed when the job ends)
             cmd = _command(preset, job, folder, overrides)
-            running[job] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log), log)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+            running[job] = (proc, log, time.time())
         time.sleep(1.0)
-        for job, (proc, log) in list(running.items()):
+        for job, (proc, log, began) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
             del running[job]
-            done += 1
+            durations.append(time.time() - began)
             if proc.returncode != 0:
                 failed.append(job)
-            elapsed = time.time() - start
-            left = elapsed / done * (len(todo) - done)
+            done, elapsed = len(durations), time.time() - start
+            # the runs not finished yet, n_jobs at a time, at the mean duration so far
+            left = sum(durations) / done * (len(todo) - done) / n_jobs
             status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
             print(
                 f"[{done}/{len(todo)}] {job.name}: {status}; elapsed {_clock(elapsed)}, "
