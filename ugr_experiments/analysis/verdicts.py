@@ -30,6 +30,7 @@ from ugr_experiments.analysis.report import (
     conditions,
     first_reach,
     item_matrix,
+    same_items,
 )
 from ugr_experiments.analysis.runs import Run
 from ugr_experiments.analysis.tables import STAT_COLUMNS
@@ -77,7 +78,7 @@ def _matrices(
     """Per shared seed (in seed order), the (items, epochs) matrices of both, rows aligned."""
     by_seed = {r.seed: r for r in base.runs}
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    for run in sorted(cond.runs, key=lambda r: (r.seed is None, r.seed or 0)):
+    for run in cond.runs:  # in seed order (report.conditions)
         other = by_seed.get(run.seed)
         if other is None or run.rows is None or other.rows is None:
             continue
@@ -91,8 +92,6 @@ def _matrices(
 
 def _same_items(cond: Condition, base: Condition) -> bool:
     """True when every run of both conditions was scored on the same test items."""
-    from ugr_experiments.analysis.report import same_items
-
     runs = [*cond.runs, *base.runs]
     return all(same_items(runs[0], r) for r in runs[1:])
 
@@ -272,7 +271,7 @@ def seed_savings(cond: Condition, base: Condition, levels: Sequence[float]) -> n
     """Per shared seed (in seed order): baseline steps minus ``cond`` steps, level-averaged."""
     by_seed = {r.seed: r for r in base.runs}
     savings = []
-    for run in sorted(cond.runs, key=lambda r: (r.seed is None, r.seed or 0)):
+    for run in cond.runs:  # in seed order (report.conditions)
         other = by_seed.get(run.seed)
         if other is not None:
             diff = steps_to_levels(other, levels) - steps_to_levels(run, levels)

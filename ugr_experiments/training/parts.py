@@ -96,7 +96,6 @@ class RunParts:
         train_loader: this rank's training batches.
         valid_loader: this rank's shard of the validation set.
         test_loader: this rank's shard of the test set.
-        group_names: names of the item groups (pmf health per group).
         runtime: rank, world size, device and precision of this process.
         run_dir: where every output goes.
         settings: the loop's plain config values.
@@ -113,7 +112,6 @@ class RunParts:
     train_loader: DataLoader
     valid_loader: DataLoader
     test_loader: DataLoader
-    group_names: list[str]
     runtime: Runtime
     run_dir: Path
     settings: LoopSettings
@@ -123,6 +121,11 @@ class RunParts:
     def device(self) -> torch.device:
         """Where this process trains."""
         return self.runtime.device
+
+    @property
+    def group_names(self) -> list[str]:
+        """Names of the item groups (pmf health per group), as the training data has them."""
+        return self.train_set.group_names
 
 
 def seed_everything(seed: int) -> None:
@@ -222,7 +225,6 @@ def build_parts(cfg: dict[str, Any], run_dir: Path, rt: Runtime | None = None) -
         train_loader=make_loader(train_set, local_batch, tr["num_workers"], True, sampler),
         valid_loader=valid_loader,
         test_loader=test_loader,
-        group_names=train_set.group_names,
         runtime=rt,
         run_dir=run_dir,
         settings=LoopSettings.from_config(cfg, len(train_set) // tr["batch_size"]),
