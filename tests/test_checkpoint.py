@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +129,7 @@ class NotData:
 def test_a_pickled_object_is_refused_not_run(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": NotData()}, path)
-    with pytest.raises(CheckpointError, match="weights_only loading refuses"):
+    with pytest.raises(CheckpointError, match="holds code objects .*refused for safety"):
         load_checkpoint(path)
 
 
@@ -180,3 +182,56 @@ def test_no_usable_checkpoint_lists_every_file_and_why(tmp_path):
     text = str(err.value)
     assert "last.pt is truncated or corrupt" in text
     assert "previous.pt cannot be resumed from" in text and "start a new run" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: stale temporaries, code objects, file modes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resuming_removes_temporaries_left_by_a_killed_write(tmp_path):
+    """SIGKILL mid-write leaves `.last.pt.<random>.tmp`; the next start removes them."""
+    run_dir = tmp_path / "run"
+    folder = write_run(run_dir, {"last.pt": 5})
+    stale = [folder / ".last.pt.abc123.tmp", folder / ".previous.pt.4242.tmp"]
+    stale.append(folder / ".best.pt.x9.tmp")
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = folder / "notes.tmp"  # not one of ours
+    keep.write_text("mine")
+    path, _ = newest_resumable(run_dir)
+    assert path.name == "last.pt"
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
+class Evil:
+    """Unpickling it would run a shell command."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo unsafe",))
+
+
+@pytest.mark.parametrize("payload", [Evil(), NotData()], ids=["blocked-module", "class"])
+def test_code_objects_are_refused_for_safety_without_torch_advice(tmp_path, payload):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": payload}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "holds code objects" in message and "refused for safety" in message
+    assert "weights_only=False" not in message and "will likely succeed" not in message
+    assert "corrupt" not in message
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_checkpoints_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(small_state(), tmp_path / "last.pt")
+        save_checkpoint(small_state(step=4), path, previous=tmp_path / "previous.pt")
+    finally:
+        os.umask(old)
+    for name in ("last.pt", "previous.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name

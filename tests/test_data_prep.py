@@ -386,3 +386,25 @@ def test_cache_resamples_to_8k_mono(tmp_path: Path, capsys) -> None:
         capsys,
     )
     assert code == 2 and "differ" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: file modes, symlinks, missing clips, empty splits
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_manifests_respect_the_umask(tmp_path: Path, capsys, umask: int) -> None:
+    import os
+    import stat
+
+    root = make_esc50(tmp_path / "ESC-50")
+    old = os.umask(umask)
+    try:
+        code, _ = run_prep(
+            esc50, ["--root", str(root), "--output", str(tmp_path / "m.csv")], capsys
+        )
+    finally:
+        os.umask(old)
+    assert code == 0
+    assert stat.S_IMODE((tmp_path / "m.csv").stat().st_mode) == 0o666 & ~umask

@@ -95,11 +95,12 @@ def _bad_files(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     torch.save(model, tmp_path / "pickled.pt")
+    # Files written by hand or by another tool (no digest to check).
     future = torch.load(good, weights_only=True) | {"format_version": FORMAT_VERSION + 1}
-    torch.save(future, tmp_path / "future.pt")
+    torch.save(future | {"digest": None}, tmp_path / "future.pt")
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
     cfg["model"]["num_blocks"] = 3
-    torch.save(ckpt | {"config": yaml.safe_dump(cfg)}, tmp_path / "mismatch.pt")
+    torch.save(ckpt | {"config": yaml.safe_dump(cfg), "digest": None}, tmp_path / "mismatch.pt")
     (tmp_path / "empty_dir").mkdir()
 
 
@@ -109,7 +110,7 @@ def _bad_files(tmp_path):
         ("text.pt", r"not a PyTorch file \(torch.save writes a zip archive\)"),
         ("truncated.pt", "corrupted / truncated"),
         ("foreign.pt", r"not a ugr-experiments export or training checkpoint .*'weights'"),
-        ("pickled.pt", "weights-only load refuses"),
+        ("pickled.pt", r"holds code objects \(.*\).*refused for safety"),
         ("future.pt", "format version 2"),
         ("mismatch.pt", "do not fit its model config"),
         ("empty_dir", "without checkpoints/best.pt"),
@@ -132,3 +133,60 @@ def test_cli_exports_and_reports_errors(tmp_path, capsys):
     assert not (tmp_path / "out.pt").exists()
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main([str(tmp_path / "run"), "-o", str(tmp_path / "m.pt")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: digests, code objects, file modes
+# ---------------------------------------------------------------------------------------------
+
+
+def _edit_a_weight(path) -> None:
+    """Change one weight and save the file again, keeping its (now stale) digest."""
+    data = torch.load(path, weights_only=True)
+    weights = data["state_dict"] if "state_dict" in data else data["model"]
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    torch.save(data, path)
+
+
+def test_edited_checkpoints_and_exports_fail_their_digest(tmp_path, capsys):
+    fake_run(tmp_path / "run")
+    export_model(tmp_path / "run", tmp_path / "model.pt")
+    _edit_a_weight(tmp_path / "model.pt")
+    _edit_a_weight(tmp_path / "run" / "checkpoints" / "best.pt")
+    for source in (tmp_path / "model.pt", tmp_path / "run"):
+        with pytest.raises(
+            ModelFileError, match=r"is corrupt: .*no longer match the checksum \(SHA-256 digest\)"
+        ):
+            load_model(source)
+    with pytest.raises(SystemExit, match="ugr-export: error: .*best.pt is corrupt"):
+        main([str(tmp_path / "run"), "-o", str(tmp_path / "again.pt")])
+    assert not (tmp_path / "again.pt").exists()
+
+
+def test_code_objects_are_refused_for_safety(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo unsafe",))
+
+    torch.save({"format": EXPORT_FORMAT, "state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError) as info:
+        load_model(tmp_path / "evil.pt")
+    message = str(info.value)
+    assert "holds code objects (posix.system)" in message and "refused for safety" in message
+    assert "weights_only=False" not in message and "Copy it again" not in message
+
+
+def test_exports_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    fake_run(tmp_path / "run")
+    old = os.umask(0o002)
+    try:
+        export_model(tmp_path / "run", tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model.pt").stat().st_mode) == 0o664

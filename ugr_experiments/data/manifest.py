@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ugr_experiments.files import file_mode
+
 MANIFEST_VERSION = 1
 COLUMNS = ("path", "class", "group", "split", "duration", "sample_rate", "frames", "channels")
 SPLIT_VALUES = ("train", "valid", "test", "unused")
@@ -112,6 +114,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # as a plain open() would, not mkstemp's 0600
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)

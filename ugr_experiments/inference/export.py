@@ -29,9 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
-import re
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -50,7 +48,14 @@ from ugr_experiments.inference.outputs import (
     remove_empty_dirs,
 )
 from ugr_experiments.models import build_model
-from ugr_experiments.training.checkpoint import save_checkpoint
+from ugr_experiments.training.checkpoint import (
+    CheckpointError,
+    check_digest,
+    code_objects_message,
+    save_checkpoint,
+    torch_load_detail,
+    unsafe_global,
+)
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -132,7 +137,11 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def read_model_file(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with the failures turned into clear messages."""
+    """``torch.load(weights_only=True)`` with the failures turned into clear messages.
+
+    The SHA-256 ``digest`` that checkpoints and exports carry is checked (and removed): a
+    file edited or damaged after it was written is refused.
+    """
     corrupted = (
         f"cannot read {path}: not a PyTorch file (torch.save writes a zip archive), or a "
         "corrupted / truncated one. Copy it again, or re-export it with ugr-export"
@@ -148,20 +157,19 @@ def read_model_file(path: Path) -> dict[str, Any]:
     except PermissionError as err:
         raise ModelFileError(f"cannot read {path}: {err}") from None
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
-            raise ModelFileError(f"{corrupted} ({_first_line(err)})") from None
-        raise ModelFileError(
-            f"{path} holds Python objects ({found.group(1)}) that a weights-only load refuses "
-            "(e.g. a whole pickled model), not a ugr-experiments export or checkpoint. Load it "
-            "in the code that wrote it and save its state dict instead"
-        ) from None
+        if (name := unsafe_global(err)) is not None:
+            raise ModelFileError(code_objects_message(path, name)) from None
+        raise ModelFileError(f"{corrupted} ({torch_load_detail(err)})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise ModelFileError(f"{corrupted} ({_first_line(err)})") from None
+        raise ModelFileError(f"{corrupted} ({torch_load_detail(err)})") from None
     if not isinstance(data, dict):
         raise ModelFileError(
             f"{path} holds a {type(data).__name__}, not a ugr-experiments export or checkpoint"
         )
+    try:
+        check_digest(data, path)
+    except CheckpointError as err:
+        raise ModelFileError(str(err)) from None
     return data
 
 
@@ -306,8 +314,7 @@ def export_model(source: str | Path, output: str | Path, overwrite: bool = False
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a directory; give the path of the file to write")
     loaded = load_model(source)
-    save_checkpoint(export_dict(loaded), output)
-    os.chmod(output, file_mode())  # readable like any other file, not 0600
+    save_checkpoint(export_dict(loaded), output)  # the umask's mode, like any other file
     try:
         load_model(output)  # a file that does not load back fails here, not at the user's
     except ModelFileError:

@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ugr_experiments.files import file_mode
+
 __all__ = ["OutputError", "file_mode", "make_output_dir", "remove_empty_dirs"]
 
 
@@ -38,13 +40,6 @@ def make_output_dir(path: Path) -> list[Path]:
         remove_empty_dirs(missing)
         raise OutputError(f"cannot write to the output folder {path}: {err}") from None
     return missing
-
-
-def file_mode() -> int:
-    """The mode a new file gets under the current umask (``mkstemp`` files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def remove_empty_dirs(created: list[Path]) -> None:

@@ -12,6 +12,10 @@ A run directory keeps three files in ``checkpoints/``:
 - ``previous.pt``: the ``last.pt`` that the newest one replaced, a fallback should ``last.pt``
   be damaged;
 - ``best.pt``: the state at the end of the epoch with the best validation SI-SDRi.
+
+A write killed outright (SIGKILL, power loss) can leave its temporary file
+(``.last.pt.<random>.tmp``) behind; :func:`newest_resumable`, which every resume starts with,
+removes such leftovers. Files get the mode of the umask (``0o666 & ~umask``), as any other.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
 import zipfile
@@ -30,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ugr_experiments.files import file_mode
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -38,6 +45,10 @@ LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
 # (see ugr_experiments.training.resume).
 FORMAT_VERSION = 1
 RESUME_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "config", "train_state")
+# torch's wording for a pickled global that weights_only refuses, old and new:
+# "Unsupported global: GLOBAL __main__.Net was not an allowed global by default" and
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+_UNSAFE_GLOBAL = re.compile(r"unsupported (?:global:\s*)?GLOBAL ([\w.]+)", re.IGNORECASE)
 
 
 class CheckpointError(RuntimeError):
@@ -96,21 +107,56 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} holds a {type(state).__name__}, not a dict of training state"
         )
-    digest = state.pop("digest", None)
-    if digest is not None and digest != state_digest(state):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt: its contents no longer match the checksum written "
-            "with it (damaged on disk or edited)"
-        )
+    check_digest(state, path)
     return state
 
 
+def check_digest(state: dict[str, Any], path: Path) -> None:
+    """Remove ``state["digest"]`` and check it against the contents (no digest: nothing to check).
+
+    Raises:
+        CheckpointError: the contents changed after the file was written.
+    """
+    digest = state.pop("digest", None)
+    if digest is not None and digest != state_digest(state):
+        raise CheckpointError(
+            f"{path} is corrupt: its contents no longer match the checksum (SHA-256 digest) "
+            "written with it (damaged on disk or edited after it was written). Copy it again "
+            "from a good copy, or use another checkpoint of the run"
+        )
+
+
+def torch_load_detail(err: BaseException) -> str:
+    """torch.load's reason for a failure, without its advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
+    return f"{type(err).__name__}: {useful[0] if useful else ''}"[:200]
+
+
+def unsafe_global(err: BaseException) -> str | None:
+    """The pickled class or function that a weights-only load refused, if that was the failure."""
+    found = _UNSAFE_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    return found.group(1) if found else None
+
+
+def code_objects_message(path: Path, name: str) -> str:
+    """Why a file that pickles code was not loaded, and what to do instead."""
+    return (
+        f"{path} holds code objects ({name}), not only data, and was refused for safety: "
+        "loading it could run arbitrary code. Files written by ugr-experiments hold tensors, "
+        "numbers, strings, lists and dicts only; if you made this file, load it in the code "
+        "that wrote it and save its state dict instead"
+    )
+
+
 def _unreadable_message(path: Path, err: Exception) -> str:
+    if (name := unsafe_global(err)) is not None:
+        return f"checkpoint {code_objects_message(path, name)}"
     size = path.stat().st_size
-    detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+    detail = torch_load_detail(err)
     if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
         return (
-            f"checkpoint {path} holds objects that weights_only loading refuses (code, not "
+            f"checkpoint {path} holds objects that a weights-only load refuses (not plain "
             f"data; {detail}); re-save it with tensors, numbers, strings, lists and dicts only"
         )
     return f"checkpoint {path} is truncated or corrupt ({size} bytes; torch.load: {detail})"
@@ -119,6 +165,7 @@ def _unreadable_message(path: Path, err: Exception) -> str:
 def _write_temporary(content: dict[str, Any], path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # the umask's mode, not mkstemp's 0600
         with os.fdopen(fd, "wb") as handle:
             torch.save(content, handle)
             handle.flush()
@@ -236,6 +283,27 @@ def check_resumable(state: dict[str, Any], path: Path) -> None:
         )
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files that killed checkpoint writes left in ``folder``.
+
+    Only this module's names are touched: ``.last.pt.*.tmp``, ``.previous.pt.*.tmp`` and
+    ``.best.pt.*.tmp``. Call it before a run writes into ``folder`` (only one run writes there).
+
+    Returns:
+        The files removed.
+    """
+    stale = [p for name in (LAST, PREVIOUS, BEST) for p in folder.glob(f".{name}.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info(
+            "removed %d temporary file(s) of interrupted checkpoint writes in %s",
+            len(stale),
+            folder,
+        )
+    return stale
+
+
 def newest_resumable(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The usable checkpoint of ``run_dir`` that is furthest into training.
 
@@ -249,6 +317,7 @@ def newest_resumable(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
         CheckpointError: checkpoints exist but none is usable (each one and why is listed).
     """
     folder = checkpoint_dir(run_dir)
+    remove_stale_temporaries(folder)
     candidates = [folder / name for name in (LAST, PREVIOUS, BEST) if (folder / name).is_file()]
     if not candidates:
         return None
