@@ -51,10 +51,20 @@ def require_root(root: str | Path, command: str, layout: str) -> Path:
 
 
 def walk_audio(root: Path, extensions: Iterable[str]) -> list[str]:
-    """Paths (relative to ``root``, POSIX, sorted) of files whose suffix is in ``extensions``."""
+    """Paths (relative to ``root``, POSIX, sorted) of files whose suffix is in ``extensions``.
+
+    Symlinked folders are followed (corpora are often assembled from links), each real folder
+    once, so a link back up the tree cannot loop.
+    """
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found = []
-    for folder, dirs, files in os.walk(root):
+    found: list[str] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         rel = Path(folder).relative_to(root)
         found += [(rel / f).as_posix() for f in files if Path(f).suffix.lower() in exts]
@@ -75,17 +85,29 @@ def probe_files(root: Path, relpaths: Sequence[str], desc: str, progress: bool =
     return out
 
 
+def list_some(title: str, lines: Sequence[str], output: Path, suffix: str) -> None:
+    """Print ``title`` and the first lines; when there are more, write them all beside ``output``.
+
+    The listing is ``<output>.<suffix>.txt``, one line per file.
+    """
+    if not lines:
+        return
+    print(title, file=sys.stderr)
+    for line in lines[:_MAX_LISTED]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > _MAX_LISTED:
+        listing = output.with_name(f"{output.name}.{suffix}.txt")
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        print(f"  ... and {len(lines) - _MAX_LISTED} more: see {listing}", file=sys.stderr)
+
+
 def report_skipped(probed: Probed, output: Path) -> None:
     """Tell the user which files were skipped and why (and how to convert SPHERE files)."""
     if not probed.bad:
         return
-    print(f"skipped {len(probed.bad)} file(s) that cannot be decoded:", file=sys.stderr)
-    for rel, reason in probed.bad[:_MAX_LISTED]:
-        print(f"  {rel}: {reason}", file=sys.stderr)
-    if len(probed.bad) > _MAX_LISTED:
-        listing = output.with_name(output.name + ".skipped.txt")
-        listing.write_text("".join(f"{rel}\t{why}\n" for rel, why in probed.bad))
-        print(f"  ... and {len(probed.bad) - _MAX_LISTED} more: see {listing}", file=sys.stderr)
+    title = f"skipped {len(probed.bad)} file(s) that cannot be decoded:"
+    list_some(title, [f"{rel}: {why}" for rel, why in probed.bad], output, "skipped")
     if probed.sphere:
         print(
             f"{probed.sphere} of them are shorten-compressed SPHERE. {SPHERE_HOWTO}",
@@ -103,6 +125,26 @@ def require_some(probed: Probed, root: Path) -> None:
             f"shorten-compressed NIST SPHERE (original WSJ0 .wv1). {SPHERE_HOWTO}"
         )
     raise PrepError(f"none of the {len(probed.bad)} audio files under {root} can be decoded")
+
+
+def require_splits(split: pd.Series, fixes: dict[str, str]) -> None:
+    """Refuse (before any work) a manifest whose train, valid or test split would be empty.
+
+    Args:
+        split: the split of every file.
+        fixes: per split, the option that fills it (e.g. ``{"valid": "raise --valid-fraction"}``).
+    """
+    counts = split.value_counts()
+    empty = [name for name in ("train", "valid", "test") if counts.get(name, 0) == 0]
+    if empty:
+        names = " and ".join(empty)
+        per_split = {str(k): int(v) for k, v in counts.items()}
+        fix = "; ".join(fixes[name] for name in empty if name in fixes)
+        raise PrepError(
+            f"the {names} split would be empty (files per split: {per_split}); a training "
+            "run needs train, valid and test files, ugr-evaluate the test files"
+            + (f". {fix}" if fix else "")
+        )
 
 
 def info_columns(table: pd.DataFrame, good: dict[str, AudioInfo]) -> pd.DataFrame:
@@ -123,6 +165,7 @@ def command_line(prog: str, argv: Sequence[str] | None) -> str:
 
 def save(table: pd.DataFrame, output: Path, root: Path, corpus: str, command: str) -> None:
     """Write the manifest atomically with its header, then print a per-split summary."""
+    require_splits(table["split"], {})  # files that did not decode may have emptied a split
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_manifest(output, table, root, {"corpus": corpus, "command": command, "created": created})
     print(f"wrote {output} ({len(table)} files, root {root})", file=sys.stderr)
@@ -134,7 +177,7 @@ def save(table: pd.DataFrame, output: Path, root: Path, corpus: str, command: st
         )
     for split in ("train", "valid", "test"):
         n = table.loc[table["split"] == split, "class"].nunique()
-        if n < 2:
+        if n == 1:
             print(
                 f"warning: the {split} split has {n} class(es); mixtures of two sources of the "
                 "same corpus need at least 2",

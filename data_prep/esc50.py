@@ -20,6 +20,8 @@ fold 4 per category three ways::
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +32,12 @@ from data_prep.common import (
     PrepError,
     command_line,
     info_columns,
+    list_some,
     probe_files,
     report_skipped,
     require_root,
     require_some,
+    require_splits,
     run_main,
     save,
     walk_audio,
@@ -94,6 +98,92 @@ def assign_splits(
     return split
 
 
+def split_sizes(
+    meta: pd.DataFrame, train_folds: Sequence[int], shares: Sequence[float]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Categories per split, and held-out clips per split (``meta``: train + held-out folds)."""
+    in_train = meta["fold"].isin(list(train_folds))
+    classes: dict[str, set[str]] = {"train": set(meta.loc[in_train, "category"])}
+    classes.update(valid=set(), test=set())
+    clips = dict.fromkeys(("train", "valid", "test"), 0)
+    for category, n in meta.loc[~in_train, "category"].value_counts().items():
+        for name in split_sorted([""] * int(n), shares):
+            classes[name].add(str(category))
+            clips[name] += 1
+    return {name: len(found) for name, found in classes.items()}, clips
+
+
+def suggest_split(
+    meta: pd.DataFrame, train_folds: Sequence[int], shares: Sequence[float]
+) -> str | None:
+    """A ``--heldout-split`` (shares 0-4) that gives every split 2 categories or more.
+
+    Of those that work, the one whose held-out clips per split come closest to the requested
+    ``shares``; on a tie, the simplest (smallest sum). ``meta``: train + held-out folds.
+    """
+    need = min(2, meta["category"].nunique())
+    target = [v / sum(shares) for v in shares]
+    best: tuple[float, tuple[int, ...]] | None = None
+    for cand in sorted(itertools.product(range(5), repeat=3), key=sum):
+        if sum(cand) == 0 or math.gcd(*cand) != 1:
+            continue
+        classes, clips = split_sizes(meta, train_folds, cand)
+        if min(classes.values()) < need:
+            continue
+        total = max(1, sum(clips.values()))
+        distance = sum(abs(n / total - t) for n, t in zip(clips.values(), target, strict=True))
+        if best is None or distance < best[0] - 1e-9:
+            best = (distance, cand)
+    return None if best is None else ":".join(map(str, best[1]))
+
+
+def check_heldout_split(
+    meta: pd.DataFrame,
+    train_folds: Sequence[int],
+    heldout_folds: Sequence[int],
+    text: str,
+) -> None:
+    """Refuse, before probing any file, a split that leaves train, valid or test empty."""
+    used = meta[meta["fold"].isin([*train_folds, *heldout_folds])]
+    split = assign_splits(used, train_folds, heldout_folds, parse_shares(text))
+    per_class = used[used["fold"].isin(list(heldout_folds))]["category"].value_counts()
+    held = (
+        "no" if per_class.empty else "-".join(sorted({str(per_class.min()), str(per_class.max())}))
+    )
+    suggestion = suggest_split(used, train_folds, parse_shares(text))
+    if suggestion is not None:
+        fix = f"use --heldout-split {suggestion}"
+    else:
+        fix = (
+            f"no --heldout-split can fill train, valid and test from {held} held-out clip(s) "
+            "per category: add folds of training clips (--train-folds) or more held-out folds "
+            "(--heldout-folds)"
+        )
+    fix = f"(--heldout-split {text}, {held} held-out clip(s) per category) {fix}"
+    require_splits(split, {name: fix for name in ("train", "valid", "test")})
+
+
+def report_absent(meta: pd.DataFrame, on_disk: set[str], output: Path) -> None:
+    """Name the clips of the metadata missing from audio/ and the files it does not list."""
+    absent = sorted("audio/" + f for f in meta.loc[~meta["filename"].isin(on_disk), "filename"])
+    title = f"{len(absent)} clip(s) of meta/esc50.csv are not in audio/, left out:"
+    list_some(title, absent, output, "missing")
+    unlisted = sorted("audio/" + f for f in on_disk - set(meta["filename"]))
+    title = f"{len(unlisted)} file(s) of audio/ are not in meta/esc50.csv, ignored:"
+    list_some(title, unlisted, output, "unlisted")
+
+
+def warn_vanished(meta: pd.DataFrame, kept: pd.DataFrame) -> None:
+    """Warn about each category of the metadata that has no clip in the manifest."""
+    for category in sorted(set(meta["category"]) - set(kept["category"])):
+        n = int((meta["category"] == category).sum())
+        print(
+            f"warning: category {category!r} has no clip left (its {n} clip(s) are missing or "
+            "cannot be decoded): it is not in the manifest",
+            file=sys.stderr,
+        )
+
+
 def read_meta(root: Path) -> pd.DataFrame:
     meta_path = root / "meta" / "esc50.csv"
     if not (root / "audio").is_dir() or not meta_path.is_file():
@@ -124,25 +214,17 @@ def prepare_esc50(
     meta = read_meta(root)
     meta = meta.assign(path=["audio/" + f for f in meta["filename"]])
     on_disk = set(walk_audio(root / "audio", [".wav"]))
-    listed = set(meta["filename"])
-    absent = meta[~meta["filename"].isin(on_disk)]
-    if len(absent):
-        print(
-            f"{len(absent)} clip(s) of meta/esc50.csv are not in audio/: left out", file=sys.stderr
-        )
-    if on_disk - listed:
-        print(
-            f"{len(on_disk - listed)} file(s) of audio/ are not in the metadata: ignored",
-            file=sys.stderr,
-        )
-    meta = meta[meta["filename"].isin(on_disk)]
+    output = Path(output)
+    report_absent(meta, on_disk, output)
+    listed, meta = meta, meta[meta["filename"].isin(on_disk)]
     if meta.empty:
         raise PrepError(f"no clip of {root / 'meta/esc50.csv'} is present in {root / 'audio'}")
+    check_heldout_split(meta, train_folds, heldout_folds, heldout_split)
     probed = probe_files(root, list(meta["path"]), "probing ESC-50", progress)
-    output = Path(output)
     report_skipped(probed, output)
     require_some(probed, root)
     meta = meta[meta["path"].isin(probed.good)].reset_index(drop=True)
+    warn_vanished(listed, meta)
     table = meta.assign(
         **{"class": meta["category"], "group": ENVIRONMENTAL},
         split=assign_splits(meta, train_folds, heldout_folds, shares),

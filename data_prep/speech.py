@@ -50,6 +50,7 @@ from data_prep.common import (
     report_skipped,
     require_root,
     require_some,
+    require_splits,
     run_main,
     save,
     walk_audio,
@@ -184,6 +185,21 @@ def check_disjoint(table: pd.DataFrame) -> None:
         )
 
 
+def split_fixes(layout: str) -> dict[str, str]:
+    """The options that fill each split, for the message of an empty one."""
+    if layout == "speakers":
+        test = "choose test speakers with --test-speakers or --test-fraction"
+        train = "leave some speakers for training (--test-speakers, --test-fraction)"
+    else:
+        test = "point --test-subsets at the folders of the test speakers"
+        train = "point --train-subsets at the folders of the training speakers"
+    valid = (
+        "raise --valid-fraction (e.g. 0.1; each training speaker needs 2 or more utterances "
+        "to give one to validation)"
+    )
+    return {"train": train, "valid": valid, "test": test}
+
+
 def list_files(root: Path, layout: str, args: argparse.Namespace) -> pd.DataFrame:
     if layout == "speakers":
         files = files_by_speaker(root)
@@ -220,6 +236,7 @@ def prepare_speech(args: argparse.Namespace, command: str = EXAMPLE) -> pd.DataF
         utterance=[PurePosixPath(p).stem for p in files["path"]],
     )
     check_disjoint(table)
+    require_splits(table["split"], split_fixes(layout))  # before writing anything
     table = info_columns(table.drop(columns=["role", "speaker"]), probed.good)
     save(table, output, root, f"speech ({layout})", command)
     return table

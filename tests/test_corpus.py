@@ -355,3 +355,33 @@ def test_train_writes_the_table_on_real_clips(
     assert len(rows) == 16 and set(rows["group"]) == groups
     for file in rows["file"]:
         assert all(Path(f).is_file() for f in file.split("|"))
+
+
+def _only_split(manifests: Path, out: Path, keep: str) -> Path:
+    """A copy of the ESC-50 manifest whose rows outside ``keep`` are marked unused."""
+    m = read_manifest(manifests / "esc50.csv")
+    table = m.table.assign(split=np.where(m.table["split"] == keep, keep, "unused"))
+    write_manifest(out, table, m.root)
+    return out
+
+
+def test_a_missing_split_is_named_in_plain_words(manifests: Path, tmp_path: Path) -> None:
+    only_test = _only_split(manifests, tmp_path / "test_only.csv", "test")
+    cfg = dataset_cfg("cross", manifests)
+    cfg["manifests"]["environmental"] = str(only_test)
+    with pytest.raises(ValueError) as info:
+        build_datasets(cfg, 0, 12)
+    message = str(info.value)
+    assert "the train split of" in message and "has 0 environmental classes" in message
+    assert "cross mixtures need at least 1 environmental class" in message
+    assert "1 different classes" not in message and "class(es)" not in message
+
+
+def test_only_the_requested_splits_are_built(manifests: Path, tmp_path: Path) -> None:
+    only_test = _only_split(manifests, tmp_path / "test_only.csv", "test")
+    cfg = dataset_cfg("esc50", manifests)
+    cfg["manifests"]["environmental"] = str(only_test)
+    data = build_datasets(cfg, 0, 12, splits=("test",))
+    assert list(data) == ["test"] and len(data["test"]) == 12
+    ref = build("esc50", manifests)["test"]
+    assert same_item(data["test"][3], ref[3])  # the same test items as a full build

@@ -408,3 +408,83 @@ def test_manifests_respect_the_umask(tmp_path: Path, capsys, umask: int) -> None
         os.umask(old)
     assert code == 0
     assert stat.S_IMODE((tmp_path / "m.csv").stat().st_mode) == 0o666 & ~umask
+
+
+def test_symlinked_speaker_folders_are_followed(tmp_path: Path, capsys) -> None:
+    real = make_speakers(tmp_path / "real")
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for folder in sorted(real.iterdir()):
+        (root / folder.name).symlink_to(folder, target_is_directory=True)
+    (root / "ann" / "loop").symlink_to(root, target_is_directory=True)  # a cycle: visited once
+    out = tmp_path / "s.csv"
+    code, err = run_prep(speech, ["--root", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    t = read_manifest(out).table
+    assert len(t) == 20 and set(t["class"]) == {"ann", "bob", "cy", "dee"}
+    assert not t["path"].str.contains("loop").any()
+
+
+def test_missing_and_unlisted_clips_are_named_and_a_vanished_class_warned(
+    tmp_path: Path, capsys
+) -> None:
+    root = make_esc50(
+        tmp_path / "ESC-50", per_class=4, folds=(1, 5), classes=("dog", "rain", "cat")
+    )
+    for path in (root / "audio").glob("*-A-2.wav"):  # every clip of "cat"
+        path.unlink()
+    (root / "audio" / "1-1001-A-0.wav").unlink()
+    sf.write(root / "audio" / "9-9999-A-9.wav", tone(), 16000)
+    out = tmp_path / "esc50.csv"
+    code, err = run_prep(esc50, ["--root", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    assert "9 clip(s) of meta/esc50.csv are not in audio/" in err and "1-1001-A-0.wav" in err
+    assert "1-1020-A-2.wav" in err and "5-1023-A-2.wav" in err
+    assert "1 file(s) of audio/ are not in meta/esc50.csv" in err and "9-9999-A-9.wav" in err
+    assert "category 'cat' has no clip left" in err
+    assert set(read_manifest(out).table["class"]) == {"dog", "rain"}
+
+
+def test_many_missing_clips_are_listed_in_a_file(tmp_path: Path, capsys) -> None:
+    root = make_esc50(tmp_path / "ESC-50", per_class=15, folds=(1, 5))
+    gone = sorted((root / "audio").glob("1-*.wav"))[:25]
+    for path in gone:
+        path.unlink()
+    out = tmp_path / "esc50.csv"
+    code, err = run_prep(esc50, ["--root", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    listing = tmp_path / "esc50.csv.missing.txt"
+    assert f"and 5 more: see {listing}" in err
+    assert listing.read_text().split() == [f"audio/{p.name}" for p in gone]
+
+
+@pytest.mark.parametrize(
+    ("per_class", "shares", "message"),
+    [
+        (3, "4:1:1", r"the valid split would be empty.*use --heldout-split 1:1:1"),
+        (2, "4:1:1", r"the test split would be empty.*no --heldout-split .*--train-folds"),
+    ],
+)
+def test_an_empty_split_is_an_error_with_a_split_that_works(
+    tmp_path: Path, capsys, per_class: int, shares: str, message: str
+) -> None:
+    import re
+
+    root = make_esc50(tmp_path / "ESC-50", per_class=per_class, folds=(4,))
+    argv = ["--root", str(root), "--train-folds", "--heldout-folds", "4", "--output"]
+    out = tmp_path / "esc50.csv"
+    code, err = run_prep(esc50, [*argv, str(out), "--heldout-split", shares], capsys)
+    assert code == 2 and re.search(message, err, re.S), err
+    assert not out.exists()
+    if per_class == 3:  # the suggestion works
+        code, err = run_prep(esc50, [*argv, str(out), "--heldout-split", "1:1:1"], capsys)
+        assert code == 0, err
+        assert set(read_manifest(out).table["split"]) == {"train", "valid", "test"}
+
+
+def test_an_empty_speech_validation_split_is_an_error(tmp_path: Path, capsys) -> None:
+    root = make_speakers(tmp_path / "spk", speakers=("ann", "bob", "cy", "dee", "eve"))
+    argv = ["--root", str(root), "--output", str(tmp_path / "s.csv"), "--valid-fraction", "0"]
+    code, err = run_prep(speech, argv, capsys)
+    assert code == 2 and "the valid split would be empty" in err and "--valid-fraction" in err
+    assert not (tmp_path / "s.csv").exists()

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ugr_experiments.data.base import MixtureDataset, collate_mixtures, split_seed
 
-Builder = Callable[[dict[str, Any], int, int], dict[str, MixtureDataset]]
+SPLITS = ("train", "valid", "test")
+Builder = Callable[[dict[str, Any], int, int, Sequence[str]], dict[str, MixtureDataset]]
 
 
-def _synthetic(cfg: dict[str, Any], seed: int, train_length: int) -> dict[str, MixtureDataset]:
+def _synthetic(
+    cfg: dict[str, Any], seed: int, train_length: int, splits: Sequence[str]
+) -> dict[str, MixtureDataset]:
     from ugr_experiments.data.synthetic import build_synthetic_datasets
 
-    return build_synthetic_datasets(cfg, seed, train_length)
+    built = build_synthetic_datasets(cfg, seed, train_length)  # cheap: nothing is read
+    return {split: built[split] for split in splits}
 
 
-def _corpus(cfg: dict[str, Any], seed: int, train_length: int) -> dict[str, MixtureDataset]:
+def _corpus(
+    cfg: dict[str, Any], seed: int, train_length: int, splits: Sequence[str]
+) -> dict[str, MixtureDataset]:
     from ugr_experiments.data.corpus import build_corpus_datasets
 
-    return build_corpus_datasets(cfg, seed, train_length)
+    return build_corpus_datasets(cfg, seed, train_length, splits)
 
 
 DATASETS: dict[str, Builder] = {
@@ -31,8 +37,10 @@ DATASETS: dict[str, Builder] = {
 }
 
 
-def build_datasets(cfg: dict[str, Any], seed: int, train_length: int) -> dict[str, MixtureDataset]:
-    """Build ``{"train", "valid", "test"}`` from a plain ``dataset`` config dict.
+def build_datasets(
+    cfg: dict[str, Any], seed: int, train_length: int, splits: Sequence[str] = SPLITS
+) -> dict[str, MixtureDataset]:
+    """Build ``{"train", "valid", "test"}`` (or only ``splits``) from a plain ``dataset`` config.
 
     Args:
         cfg: the ``dataset`` config group as a plain dict (its ``name`` picks the builder).
@@ -41,6 +49,9 @@ def build_datasets(cfg: dict[str, Any], seed: int, train_length: int) -> dict[st
             are scored on the same items and comparisons are paired); without that key,
             from ``seed``.
         train_length: mixtures per training epoch (steps per epoch x batch size).
+        splits: the splits to build; only their files need to exist (``ugr-evaluate`` builds
+            the test split alone, so a manifest of test files is enough). A split's items do
+            not depend on which other splits are built.
     """
     name = cfg.get("name")
     if name not in DATASETS:
@@ -48,7 +59,17 @@ def build_datasets(cfg: dict[str, Any], seed: int, train_length: int) -> dict[st
             f"unsupported dataset: {name!r}; choose from {sorted(DATASETS)} "
             f"(e.g. `python train.py dataset=synthetic`)"
         )
-    return DATASETS[name](cfg, seed, train_length)
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
+    return DATASETS[name](cfg, seed, train_length, tuple(splits))
 
 
-__all__ = ["DATASETS", "MixtureDataset", "build_datasets", "collate_mixtures", "split_seed"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "MixtureDataset",
+    "build_datasets",
+    "collate_mixtures",
+    "split_seed",
+]

@@ -35,6 +35,7 @@ Decisions **[ours]**:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,27 +249,37 @@ def _module(group: str) -> str:
 def _check_pools(pools: dict[str, SourcePool], cfg: dict[str, Any], split: str) -> None:
     """Enough classes in every pool of ``split`` for the composition's worst case."""
     name, s = cfg["name"], int(cfg.get("n_sources", 2))
+    # cross: one source of each group; the others: n_sources sources of different classes.
     need = 1 if name == "cross" else s
     for group, pool in pools.items():
         if len(pool.by_class) < need:
+            have = len(pool.by_class)
+            wanted = (
+                f"at least 1 {group} class (one {group} source per mixture)"
+                if need == 1
+                else f"{need} different {group} classes per mixture"
+            )
             raise ValueError(
-                f"dataset={name}: the {split} split of {cfg['manifests'][group]} has "
-                f"{len(pool.by_class)} {group} class(es); {name} mixtures need {need} different "
-                f"classes per mixture. Rebuild the manifest with another split "
-                f"(data_prep.{_module(group)} --help)"
+                f"dataset={name}: the {split} split of {cfg['manifests'][group]} has {have} "
+                f"{group} {'class' if have == 1 else 'classes'}; {name} mixtures need {wanted}. "
+                f"Rebuild the manifest with another split (data_prep.{_module(group)} --help)"
             )
 
 
 def build_corpus_datasets(
-    cfg: dict[str, Any], seed: int, train_length: int
+    cfg: dict[str, Any],
+    seed: int,
+    train_length: int,
+    splits: Sequence[str] = ("train", "valid", "test"),
 ) -> dict[str, MixtureDataset]:
-    """``{"train", "valid", "test"}`` of ``dataset.name`` in esc50 / speech / cross / random_mix.
+    """``{"train", "valid", "test"}`` (or ``splits``) of esc50 / speech / cross / random_mix.
 
     Args:
         cfg: the plain ``dataset`` config dict (see ``conf/dataset/*.yaml``).
         seed: the run's seed (draws the training mixtures; ``cfg["eval_seed"]`` fixes the
             validation and test mixtures, see ``data.split_seed``).
         train_length: mixtures per training epoch.
+        splits: the splits to build (the others may have no files).
     """
     name = cfg["name"]
     if name not in GROUPS_OF:
@@ -293,7 +304,8 @@ def build_corpus_datasets(
         if k in cfg
     }
     out: dict[str, MixtureDataset] = {}
-    for split, length in lengths.items():
+    for split in splits:
+        length = lengths[split]
         pools = {
             g: SourcePool.from_manifest(m, g, split, class_index) for g, m in manifests.items()
         }
