@@ -217,3 +217,63 @@ def test_a_manifest_switches_to_its_corpus(run_dir, tmp_path):
     assert dataset["manifests"] == {"environmental": str(manifest)}
     with pytest.raises(SystemExit, match="dataset 'speech' reads \\['speech'\\] manifests"):
         main([str(run_dir), "--manifest", str(manifest), "--dataset", "speech", "-o", "x"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: which data is evaluated
+# ---------------------------------------------------------------------------------------------
+
+
+def _esc50_manifest(path, shares: str = "4:1:1"):
+    from data_prep.esc50 import prepare_esc50
+
+    prepare_esc50(SHARED_ESC50, path, (1, 2, 3, 5), (4,), shares, False)
+    return path
+
+
+@pytest.mark.skipif(not SHARED_ESC50.is_dir(), reason="needs ../shared/data/esc50_mini")
+def test_a_test_only_manifest_is_enough_and_what_is_evaluated_is_printed(run_dir, tmp_path, capsys):
+    from ugr_experiments.data.manifest import read_manifest, write_manifest
+
+    full = read_manifest(_esc50_manifest(tmp_path / "esc50.csv"))
+    table = full.table[full.table["split"] == "test"]
+    write_manifest(tmp_path / "test_only.csv", table, full.root)
+    capsys.readouterr()
+    main(
+        [str(run_dir), "--manifest", str(tmp_path / "test_only.csv"), "dataset.n_test=3"]
+        + ["-o", str(tmp_path / "e"), "--device", "cpu", "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "e" / "per_source_sisdri.csv")) == 6
+    assert "dataset esc50" in out and "split test, 3 mixtures" in out
+    assert f"environmental={tmp_path / 'test_only.csv'} (--manifest)" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_ESC50.is_dir(), reason="needs ../shared/data/esc50_mini")
+def test_a_run_is_evaluated_on_its_own_manifest_from_anywhere(tmp_path, monkeypatch, capsys):
+    """The run recorded `manifests/esc50.csv` relative to where it was trained."""
+    monkeypatch.delenv("UGR_MANIFESTS", raising=False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mine = _esc50_manifest(tmp_path / "a" / "manifests" / "esc50.csv")
+    _esc50_manifest(tmp_path / "b" / "manifests" / "esc50.csv", "1:1:1")  # other test items
+    monkeypatch.chdir(tmp_path / "a")
+    run_dir = tmp_path / "run"
+    run(compose_config(TINY + ["dataset=esc50", "device=cpu"]), run_dir)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["dataset"]
+    assert saved["manifests"]["environmental"] == str(mine.resolve())
+    monkeypatch.chdir(tmp_path / "b")  # has manifests/esc50.csv of its own
+    capsys.readouterr()
+    main([str(run_dir), "-o", str(tmp_path / "eval"), "--no-progress", "--device", "cpu"])
+    same_files(run_dir, tmp_path / "eval")
+    assert f"environmental={mine.resolve()} (the run's)" in capsys.readouterr().out
+    _esc50_manifest(mine, "2:1:1")  # the run's manifest is rewritten: its test set changed
+    with pytest.raises(SystemExit, match=r"esc50.csv has changed since the run.*sha256 \w+.*\w+"):
+        main([str(run_dir), "-o", str(tmp_path / "eval2"), "--no-progress", "--device", "cpu"])
+    mine.unlink()
+    with pytest.raises(
+        SystemExit, match=r"the run's environmental manifest .*esc50.csv.* no longer"
+    ):
+        main([str(run_dir), "-o", str(tmp_path / "eval2"), "--no-progress", "--device", "cpu"])
+    assert not (tmp_path / "eval2").exists()

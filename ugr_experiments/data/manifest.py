@@ -32,10 +32,12 @@ same folder, then a rename), so a manifest is either complete or absent.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -106,6 +108,56 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
     if unknown:
         raise ValueError(f"{path}: unknown split values {unknown}; allowed: {SPLIT_VALUES}")
     return Manifest(table, Path(root if root is not None else header["root"]), header, path)
+
+
+DIGEST_KEY = "manifest_sha256"  # dataset.manifest_sha256.<group>: what a run was trained on
+
+
+def manifest_digest(path: str | Path) -> str:
+    """SHA-256 of a manifest file's bytes: its rows, splits and header (the corpus root)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def record_manifests(dataset: dict[str, Any]) -> dict[str, Any]:
+    """The ``dataset`` config with its manifests recorded so that a run finds its own data.
+
+    Each ``manifests.<group>`` becomes an absolute path (relative ones are relative to the
+    current directory, where the run starts) and ``manifest_sha256.<group>`` its content
+    digest; ``ugr-evaluate`` then reads the same file from any directory and refuses one that
+    changed since (see :func:`check_recorded_manifests`). Configs without manifests (the
+    synthetic data set) are returned as they are.
+    """
+    manifests = dataset.get("manifests") or {}
+    if not manifests:
+        return dataset
+    absolute = {group: str(Path(path).resolve()) for group, path in manifests.items()}
+    digests = {group: manifest_digest(path) for group, path in absolute.items()}
+    return {**dataset, "manifests": absolute, DIGEST_KEY: digests}
+
+
+def check_recorded_manifests(dataset: dict[str, Any]) -> None:
+    """Refuse manifests that differ from those a run recorded (:func:`record_manifests`).
+
+    Raises:
+        ValueError: a recorded manifest is gone, or its contents changed; the message names
+            the file, both digests and the fix.
+    """
+    for group, digest in (dataset.get(DIGEST_KEY) or {}).items():
+        path = Path(dataset["manifests"][group])
+        if not path.is_file():
+            raise ValueError(
+                f"the run's {group} manifest {path} (sha256 {digest[:16]}) no longer exists: "
+                f"restore it, or pass --manifest <a manifest of the same data> to evaluate on "
+                "another one"
+            )
+        now = manifest_digest(path)
+        if now != digest:
+            raise ValueError(
+                f"the {group} manifest {path} has changed since the run was trained: sha256 "
+                f"{now[:16]} now, {digest[:16]} recorded by the run, so its test mixtures would "
+                f"differ. Restore the run's manifest, or pass --manifest {path} to evaluate on "
+                "it as it is now"
+            )
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ugr_experiments.cli import CONF_DIR
+from ugr_experiments.data.manifest import DIGEST_KEY, check_recorded_manifests
 from ugr_experiments.inference.export import LoadedModel
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EvalOptions",
     "apply_manifests",
     "check_dataset",
+    "describe",
     "eval_config",
     "load_dataset_config",
     "manifest_groups",
@@ -107,9 +109,13 @@ def apply_manifests(dataset: dict[str, Any], manifests: Sequence[str], chosen: b
         )
     dataset["manifests"] = dict(dataset.get("manifests") or {})
     dataset["roots"] = dict(dataset.get("roots") or {})
+    digests = dict(dataset.get(DIGEST_KEY) or {})
     for path, gs in groups.items():
         for group in gs:
             dataset["manifests"][group], dataset["roots"][group] = path, None
+            digests.pop(group, None)  # the run's record no longer applies to this group
+    if DIGEST_KEY in dataset:
+        dataset[DIGEST_KEY] = digests
     return dataset
 
 
@@ -154,13 +160,76 @@ class EvalOptions:
     overwrite: bool = False
 
 
+def _run_cwd(loaded: LoadedModel) -> Path | None:
+    """Where the run of ``loaded`` was started (Hydra's record), if its directory says so."""
+    hydra = loaded.path.parent.parent / ".hydra" / "hydra.yaml"
+    try:
+        cwd = yaml.safe_load(hydra.read_text(encoding="utf-8"))["hydra"]["runtime"]["cwd"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) else None
+
+
+def _run_dataset(run: dict[str, Any], loaded: LoadedModel) -> dict[str, Any]:
+    """The run's dataset config, with its manifests where the run read them.
+
+    Runs record absolute manifest paths (``data.manifest.record_manifests``); older runs
+    recorded paths relative to the directory they were started in, which Hydra keeps.
+    """
+    dataset = copy.deepcopy(run["dataset"])
+    relative = {
+        g: p for g, p in (dataset.get("manifests") or {}).items() if not Path(p).is_absolute()
+    }
+    if relative:
+        cwd = _run_cwd(loaded)
+        if cwd is None:
+            log.warning(
+                "%s records relative manifest paths %s and not where the run started: they are "
+                "read from the current directory (pass --manifest to be sure)",
+                loaded.path,
+                relative,
+            )
+        else:
+            dataset["manifests"].update({g: str(cwd / p) for g, p in relative.items()})
+    return dataset
+
+
+def _origins(dataset: dict[str, Any], opts: EvalOptions) -> dict[str, str]:
+    """Where each manifest of the evaluation comes from, for the user to see."""
+    given = set(opts.manifests)
+    default = f"--dataset {opts.dataset}" if opts.dataset else "the run's"
+    return {
+        group: "--manifest" if path in given else default
+        for group, path in (dataset.get("manifests") or {}).items()
+    }
+
+
+def describe(cfg: dict[str, Any], split: str, n_items: int) -> str:
+    """One line saying what is evaluated: data set, manifests and where from, split, size."""
+    dataset = cfg["dataset"]
+    origins = cfg.get("manifest_origin") or {}
+    manifests = ", ".join(
+        f"{group}={path} ({origins.get(group, 'the run')})"
+        for group, path in (dataset.get("manifests") or {}).items()
+    )
+    return (
+        f"evaluating on dataset {dataset.get('name')}"
+        + (f" (manifests: {manifests})" if manifests else "")
+        + f", split {split}, {n_items} mixtures, seed {cfg['seed']}"
+    )
+
+
 def eval_config(loaded: LoadedModel, opts: EvalOptions) -> dict[str, Any]:
-    """``{"dataset", "seed", "batch_size", "epoch"}`` for this evaluation (see EvalOptions)."""
+    """``{"dataset", "seed", "batch_size", "epoch", "manifest_origin"}`` of this evaluation.
+
+    The run's own manifests are checked against the digests it recorded (a changed or lost
+    manifest is refused, naming it); see EvalOptions for the choices.
+    """
     run = loaded.train_config or {}
     if opts.dataset:
         dataset = load_dataset_config(opts.dataset)
     elif "dataset" in run:
-        dataset = copy.deepcopy(run["dataset"])
+        dataset = _run_dataset(run, loaded)
     elif opts.manifests:
         dataset = {}
     else:
@@ -170,13 +239,25 @@ def eval_config(loaded: LoadedModel, opts: EvalOptions) -> dict[str, Any]:
         )
     if opts.manifests:
         dataset = apply_manifests(dataset, opts.manifests, chosen=bool(opts.dataset))
+    recorded = dict(dataset.get("manifests") or {})
     cfg: dict[str, Any] = {"dataset": dataset, "seed": int(run.get("seed", 0))}
     for keys, value in parse_overrides(opts.overrides):
         _set(cfg, keys, value)
-    check_dataset(cfg["dataset"], loaded)
+    dataset = cfg["dataset"]
+    if DIGEST_KEY in dataset:  # only the manifests still at the paths the run recorded
+        now = dataset.get("manifests") or {}
+        digests = dataset[DIGEST_KEY] or {}
+        dataset[DIGEST_KEY] = {g: d for g, d in digests.items() if now.get(g) == recorded.get(g)}
+        check_recorded_manifests(dataset)
+    check_dataset(dataset, loaded)
     batch = opts.batch_size or (run.get("eval") or {}).get("batch_size") or 16
     epoch = opts.epoch if opts.epoch is not None else loaded.epoch
-    return {**cfg, "batch_size": int(batch), "epoch": -1 if epoch is None else int(epoch)}
+    return {
+        **cfg,
+        "batch_size": int(batch),
+        "epoch": -1 if epoch is None else int(epoch),
+        "manifest_origin": _origins(dataset, opts),
+    }
 
 
 def check_dataset(dataset: dict[str, Any], loaded: LoadedModel) -> None:

@@ -49,6 +49,7 @@ from ugr_experiments.inference.eval_data import (
     EvalOptions,
     apply_manifests,
     check_dataset,
+    describe,
     eval_config,
     load_dataset_config,
     manifest_groups,
@@ -71,6 +72,7 @@ __all__ = [
     "check_dataset",
     "check_outputs",
     "commit",
+    "describe",
     "eval_config",
     "eval_loader",
     "evaluate_model",
@@ -180,7 +182,7 @@ def eval_loader(cfg: dict[str, Any], split: str, workers: int) -> DataLoader:
 
     if split not in ("test", "valid"):
         raise ValueError(f"--split must be test or valid, got {split!r}")
-    data = build_datasets(cfg["dataset"], cfg["seed"], 1)[split]
+    data = build_datasets(cfg["dataset"], cfg["seed"], 1, splits=(split,))[split]
     return DataLoader(
         data,
         batch_size=cfg["batch_size"],
@@ -229,6 +231,7 @@ def evaluate_model(
     cfg = eval_config(loaded, opts)
     check_outputs(out_dir, opts.overwrite)
     loader = eval_loader(cfg, opts.split, opts.workers)
+    print(describe(cfg, opts.split, len(loader.dataset)), flush=True)  # type: ignore[arg-type]
     created = make_output_dir(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".ugr-evaluate-", dir=out_dir))
     try:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ugr_experiments.analysis.tables import summarize, to_markdown, write_table
 from ugr_experiments.config import check_paths, to_plain
+from ugr_experiments.data.manifest import record_manifests
 from ugr_experiments.inference.evaluate import audio_due, evaluate_rows, first_items, log_audio
 from ugr_experiments.losses import neg_sisdri
 from ugr_experiments.training import bookkeeping, collectives, distributed, resume
@@ -217,6 +218,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     start = time.time()
     cfg = to_plain(cfg)
     check_paths(cfg)
+    cfg["dataset"] = record_manifests(cfg["dataset"])  # absolute paths + digests (ugr-evaluate)
     rt = distributed.setup(cfg["device"], cfg["train"].get("precision", "fp32"))
     run_dir = collectives.shared_path(Path(run_dir), rt)  # every rank writes into rank 0's
     # resume=true: the newest usable checkpoint (config differences that change the result
