@@ -245,15 +245,33 @@ def test_folder_input_long_file_and_denormalisation(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_not_audio_is_refused_before_anything_is_written(tmp_path):
+def test_only_unreadable_inputs_write_nothing(tmp_path):
     write_export(tmp_path / "model.pt")
-    mix, _ = known_sources(0.5)
-    sf.write(tmp_path / "good.wav", mix, RATE)
     (tmp_path / "bad.wav").write_text("hello, I am text\n")
-    args = [str(tmp_path / "model.pt"), str(tmp_path / "good.wav"), str(tmp_path / "bad.wav")]
+    args = [str(tmp_path / "model.pt"), str(tmp_path / "bad.wav")]
     with pytest.raises(SystemExit, match="bad.wav is not an audio file .* nothing was written"):
         main(args + ["-o", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_files_in_a_folder_are_listed_and_the_others_separated(tmp_path, capsys):
+    """One bad file among good ones: the good ones are separated, the bad ones named, exit 1."""
+    write_export(tmp_path / "model.pt")
+    mix, _ = known_sources(0.5)
+    (tmp_path / "in").mkdir()
+    for name in ("a.wav", "c.wav"):
+        sf.write(tmp_path / "in" / name, mix, RATE)
+    (tmp_path / "in" / "b.wav").write_text("hello, I am text\n")
+    (tmp_path / "in" / "d.flac").write_bytes(b"fLaC" + bytes(64))
+    args = [str(tmp_path / "model.pt"), str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as info:
+        main(args + ["--no-progress"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "2 of 4 input(s) failed" in err and "b.wav" in err and "d.flac" in err
+    assert "a_s1.wav" not in err
+    written = sorted(os.listdir(tmp_path / "out"))
+    assert written == ["a_s1.wav", "a_s2.wav", "c_s1.wav", "c_s2.wav"]
 
 
 def test_bad_model_files_are_refused(tmp_path):

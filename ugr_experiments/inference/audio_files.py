@@ -124,17 +124,27 @@ def collect_inputs(
     return found
 
 
-def check_inputs(inputs: Sequence[tuple[Path, Path]]) -> list[AudioInfo]:
-    """Header facts of every input; the first unreadable one raises before any output."""
-    infos = []
+def check_inputs(
+    inputs: Sequence[tuple[Path, Path]],
+) -> tuple[list[AudioInfo | None], list[tuple[Path, str]]]:
+    """Header facts of every input (None where it cannot be decoded), and the failures.
+
+    Raises:
+        AudioDecodeError: no input at all can be decoded (nothing will be written).
+    """
+    infos: list[AudioInfo | None] = []
+    failures: list[tuple[Path, str]] = []
     for path, _ in inputs:
         try:
             infos.append(check_decodable(path))
         except AudioDecodeError as err:
-            raise AudioDecodeError(
-                f"{path} is not an audio file libsndfile can decode ({err}); nothing was written"
-            ) from None
-    return infos
+            infos.append(None)
+            failures.append((path, f"not an audio file libsndfile can decode ({err})"))
+    if inputs and len(failures) == len(inputs):
+        path, why = failures[0]
+        more = f" (and {len(failures) - 1} more input(s) like it)" if len(failures) > 1 else ""
+        raise AudioDecodeError(f"{path} is {why}{more}; nothing was written")
+    return infos, failures
 
 
 def prepare_outputs(

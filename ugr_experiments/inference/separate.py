@@ -69,6 +69,7 @@ __all__ = [
     "NORM_EPS",
     "ChunkPlan",
     "SeparateOptions",
+    "SeparationFailures",
     "align_to",
     "build_parser",
     "check_inputs",
@@ -218,6 +219,20 @@ def make_plan(loaded: LoadedModel, opts: SeparateOptions) -> ChunkPlan | None:
     )
 
 
+class SeparationFailures(RuntimeError):
+    """Some inputs could not be separated; the others were (``written``)."""
+
+    def __init__(
+        self, failures: Sequence[tuple[Path, str]], written: list[list[Path]], total: int
+    ) -> None:
+        self.failures, self.written, self.total = list(failures), written, total
+        lines = "".join(f"\n  {path}: {why}" for path, why in self.failures)
+        super().__init__(
+            f"{len(self.failures)} of {total} input(s) failed and have no outputs (the "
+            f"{len(written)} other(s) were separated):{lines}"
+        )
+
+
 def separate_files(
     loaded: LoadedModel,
     inputs: Sequence[str | Path],
@@ -227,34 +242,52 @@ def separate_files(
 ) -> list[list[Path]]:
     """Separate every input file (or folder of files) into ``out_dir``.
 
+    An input that cannot be decoded is skipped and the others are separated; the skipped
+    ones are then raised together (:class:`SeparationFailures`, whose ``written`` lists what
+    was written).
+
     Returns:
         The written paths, one list of ``S`` paths per input.
+
+    Raises:
+        SeparationFailures: some inputs could not be decoded (the others were separated).
+        AudioDecodeError: no input can be decoded (nothing is written).
     """
     if opts.fmt not in FORMATS:
         raise ValueError(f"unsupported output format {opts.fmt!r}; choose from {list(FORMATS)}")
     out_dir = Path(out_dir)
     plan = make_plan(loaded, opts)
-    files = collect_inputs(inputs, opts.recursive)
-    infos = check_inputs(files)
-    targets = [output_paths(stem, out_dir, loaded.num_sources, opts.fmt) for _, stem in files]
+    found = collect_inputs(inputs, opts.recursive)
+    checked, failures = check_inputs(found)
+    files = [(f, info) for f, info in zip(found, checked, strict=True) if info is not None]
+    targets = [output_paths(stem, out_dir, loaded.num_sources, opts.fmt) for (_, stem), _ in files]
     created = prepare_outputs(targets, out_dir, opts.overwrite)
-    bar = tqdm(files, desc="separate", unit="file", disable=not opts.progress)
-    done = 0
+    written: list[list[Path]] = []
+    path = None
     try:
-        for (path, _), info, paths in zip(bar, infos, targets, strict=True):
-            separate_file(loaded, path, info, paths, plan, opts, device)
-            done += 1
+        bar = tqdm(files, desc="separate", unit="file", disable=not opts.progress)
+        for ((path, _), info), paths in zip(bar, targets, strict=True):
+            try:
+                separate_file(loaded, path, info, paths, plan, opts, device)
+            except AudioDecodeError as err:  # damaged past its header: the others go on
+                failures.append((path, str(err)))
+                continue
+            written.append(paths)
     except BaseException:
-        if done == 0:
+        if not written:
             remove_empty_dirs(created)
         else:
             log.error(
                 "stopped at %s: the outputs of the %d input(s) before it are complete",
-                files[done][0],
-                done,
+                path,
+                len(written),
             )
         raise
-    return targets
+    if failures:
+        if not written:
+            remove_empty_dirs(created)
+        raise SeparationFailures(failures, written, len(found))
+    return written
 
 
 def separate_file(
@@ -322,6 +355,11 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(args.device)
         loaded = load_model(args.model, device)
         written = separate_files(loaded, args.inputs, args.output, opts, device)
+    except SeparationFailures as err:
+        count = sum(len(w) for w in err.written)
+        print(f"wrote {count} file(s) for {len(err.written)} input(s) to {args.output}")
+        print(f"ugr-separate: error: {err}", file=sys.stderr)
+        sys.exit(1)
     except (ModelFileError, AudioDecodeError, OSError, ValueError) as err:
         sys.exit(f"ugr-separate: error: {err}")
     count = sum(len(w) for w in written)
