@@ -488,3 +488,21 @@ def test_an_empty_speech_validation_split_is_an_error(tmp_path: Path, capsys) ->
     code, err = run_prep(speech, argv, capsys)
     assert code == 2 and "the valid split would be empty" in err and "--valid-fraction" in err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_readme_quotes_non_ascii_paths_in_hydra_overrides() -> None:
+    """The README's example composes; the same override unquoted is refused by Hydra."""
+    import re
+
+    from conftest import compose_config
+    from hydra.errors import OverrideParseException
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"\"(dataset\.roots\.environmental='(/[^']*)')\"", readme)
+    assert found, "the README shows how to quote a non-ASCII path in an override"
+    override, path = found.groups()
+    assert not path.isascii()
+    cfg = compose_config(["dataset=esc50", override])
+    assert cfg.dataset.roots.environmental == path
+    with pytest.raises(OverrideParseException):
+        compose_config(["dataset=esc50", f"dataset.roots.environmental={path}"])

@@ -277,3 +277,39 @@ def test_a_run_is_evaluated_on_its_own_manifest_from_anywhere(tmp_path, monkeypa
     ):
         main([str(run_dir), "-o", str(tmp_path / "eval2"), "--no-progress", "--device", "cpu"])
     assert not (tmp_path / "eval2").exists()
+
+
+@pytest.mark.skipif(not SHARED_ESC50.is_dir(), reason="needs ../shared/data/esc50_mini")
+def test_a_speech_manifest_on_a_cross_model_says_it_scores_cross_mixtures(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from data_prep.speech import build_parser, prepare_speech
+    from ugr_experiments.data.manifest import record_manifests
+    from ugr_experiments.models import build_model
+    from ugr_experiments.training.checkpoint import save_checkpoint
+
+    _esc50_manifest(tmp_path / "esc50.csv")
+    rng = np.random.default_rng(0)
+    for speaker in ("ann", "bob", "cy", "dee"):
+        (tmp_path / "spk" / speaker).mkdir(parents=True)
+        for k in range(3):
+            sf.write(tmp_path / "spk" / speaker / f"{k}.wav", rng.uniform(-0.3, 0.3, 4000), 8000)
+    for name in ("speech.csv", "other_speech.csv"):
+        argv = ["--root", str(tmp_path / "spk"), "--output", str(tmp_path / name)]
+        prepare_speech(build_parser().parse_args([*argv, "--no-progress"]))
+    cfg = to_plain(compose_config(TINY + ["dataset=cross", f"paths.manifests={tmp_path}"]))
+    cfg["dataset"] = record_manifests(cfg["dataset"])
+    spec = dict(cfg["model"])
+    model = build_model(spec.pop("name"), **spec)
+    state = {"model": model.state_dict(), "config": yaml.safe_dump(cfg), "epoch": 1}
+    save_checkpoint(state, tmp_path / "best.pt")
+    capsys.readouterr()
+    main(
+        [str(tmp_path / "best.pt"), "--manifest", str(tmp_path / "other_speech.csv")]
+        + ["-o", str(tmp_path / "e"), "--device", "cpu", "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert "evaluating on dataset cross" in out and "split test, 4 mixtures, seed 0" in out
+    assert f"speech={tmp_path / 'other_speech.csv'} (--manifest)" in out
+    assert f"environmental={tmp_path / 'esc50.csv'} (the run's)" in out
