@@ -235,3 +235,13 @@ def test_checkpoints_respect_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("last.pt", "previous.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_a_new_run_also_removes_them(tmp_path):
+    from ugr_experiments.training.resume import resume_checkpoint
+
+    folder = tmp_path / "run" / ckpt.CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    (folder / ".last.pt.k1ll3d.tmp").write_bytes(b"the first write of a run, killed")
+    assert resume_checkpoint({"resume": False}, tmp_path / "run") is None
+    assert list(folder.iterdir()) == []

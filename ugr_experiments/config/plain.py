@@ -33,6 +33,7 @@ RESUME_IGNORED = (
     "train.max_bad_steps",
     "eval.batch_size",
     "dataset.manifests",
+    "dataset.manifest_sha256",  # recorded by runs since issue 13; older checkpoints lack it
     "dataset.roots",
     "weighting.health_every",
 )

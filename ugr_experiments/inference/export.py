@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import pickle
 import sys
 import zipfile
@@ -76,6 +77,8 @@ __all__ = [
     "resolve_path",
     "strip_wrapper_prefixes",
 ]
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "ugr-experiments/model"
 FORMAT_VERSION = 1
@@ -166,6 +169,8 @@ def read_model_file(path: Path) -> dict[str, Any]:
         raise ModelFileError(
             f"{path} holds a {type(data).__name__}, not a ugr-experiments export or checkpoint"
         )
+    if data.get("digest") is None:
+        log.warning("%s carries no checksum (SHA-256 digest): damage or edits go unseen", path)
     try:
         check_digest(data, path)
     except CheckpointError as err:

@@ -48,6 +48,7 @@ from ugr_experiments.training.checkpoint import (
     checkpoint_dir,
     load_checkpoint,
     newest_resumable,
+    remove_stale_temporaries,
     rng_state,
     set_rng_state,
 )
@@ -84,6 +85,7 @@ def resume_checkpoint(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     run_dir = Path(run_dir)
     if not cfg["resume"]:
         _refuse_to_overwrite(run_dir)
+        remove_stale_temporaries(checkpoint_dir(run_dir))  # of a killed write; resume: below
         return None
     found = newest_resumable(run_dir)
     if found is None:
