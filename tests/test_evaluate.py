@@ -313,3 +313,21 @@ def test_a_speech_manifest_on_a_cross_model_says_it_scores_cross_mixtures(tmp_pa
     assert "evaluating on dataset cross" in out and "split test, 4 mixtures, seed 0" in out
     assert f"speech={tmp_path / 'other_speech.csv'} (--manifest)" in out
     assert f"environmental={tmp_path / 'esc50.csv'} (the run's)" in out
+
+
+def test_an_older_runs_relative_manifests_are_read_where_it_started(tmp_path):
+    """Runs before issue 13 recorded `manifests/x.csv`; Hydra's record says where from."""
+    from ugr_experiments.inference.eval_data import EvalOptions, eval_config
+    from ugr_experiments.inference.export import LoadedModel
+
+    run_dir = tmp_path / "outputs" / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    hydra = {"hydra": {"runtime": {"cwd": str(tmp_path / "project")}}}
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    dataset = {"name": "esc50", "sample_rate": 8000, "manifests": {"environmental": "m/e.csv"}}
+    config = {"dataset": dataset, "seed": 0}
+    loaded = LoadedModel(
+        None, 8000, {"num_sources": 2}, 1, config, run_dir / "checkpoints" / "best.pt"
+    )
+    cfg = eval_config(loaded, EvalOptions())
+    assert cfg["dataset"]["manifests"] == {"environmental": str(tmp_path / "project" / "m/e.csv")}
