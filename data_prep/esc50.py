@@ -147,9 +147,8 @@ def check_heldout_split(
     used = meta[meta["fold"].isin([*train_folds, *heldout_folds])]
     split = assign_splits(used, train_folds, heldout_folds, parse_shares(text))
     per_class = used[used["fold"].isin(list(heldout_folds))]["category"].value_counts()
-    held = (
-        "no" if per_class.empty else "-".join(sorted({str(per_class.min()), str(per_class.max())}))
-    )
+    low, high = (int(per_class.min()), int(per_class.max())) if len(per_class) else (0, 0)
+    held = str(low) if low == high else f"{low} to {high}"
     suggestion = suggest_split(used, train_folds, parse_shares(text))
     if suggestion is not None:
         fix = f"use --heldout-split {suggestion}"

@@ -127,12 +127,12 @@ def record_manifests(dataset: dict[str, Any]) -> dict[str, Any]:
     changed since (see :func:`check_recorded_manifests`). Configs without manifests (the
     synthetic data set) are returned as they are.
     """
-    manifests = dataset.get("manifests") or {}
+    manifests = {g: p for g, p in (dataset.get("manifests") or {}).items() if p}
     if not manifests:
         return dataset
     absolute = {group: str(Path(path).resolve()) for group, path in manifests.items()}
     digests = {group: manifest_digest(path) for group, path in absolute.items()}
-    return {**dataset, "manifests": absolute, DIGEST_KEY: digests}
+    return {**dataset, "manifests": {**dataset["manifests"], **absolute}, DIGEST_KEY: digests}
 
 
 def check_recorded_manifests(dataset: dict[str, Any]) -> None:

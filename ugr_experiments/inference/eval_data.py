@@ -178,7 +178,7 @@ def _run_dataset(run: dict[str, Any], loaded: LoadedModel) -> dict[str, Any]:
     """
     dataset = copy.deepcopy(run["dataset"])
     relative = {
-        g: p for g, p in (dataset.get("manifests") or {}).items() if not Path(p).is_absolute()
+        g: p for g, p in (dataset.get("manifests") or {}).items() if p and not Path(p).is_absolute()
     }
     if relative:
         cwd = _run_cwd(loaded)
@@ -208,8 +208,9 @@ def describe(cfg: dict[str, Any], split: str, n_items: int) -> str:
     """One line saying what is evaluated: data set, manifests and where from, split, size."""
     dataset = cfg["dataset"]
     origins = cfg.get("manifest_origin") or {}
+    fallback = "the run's"
     manifests = ", ".join(
-        f"{group}={path} ({origins.get(group, 'the run')})"
+        f"{group}={path} ({origins.get(group, fallback)})"
         for group, path in (dataset.get("manifests") or {}).items()
     )
     return (
