@@ -21,9 +21,11 @@
 
 Outputs are named ``<input stem>_s<k>.<ext>`` (k = 1..S) in the output folder (subfolders of
 an input folder are mirrored with ``--recursive``); WAV is written as 32-bit float (no
-clipping), FLAC as 24-bit. Every input is checked before anything is written; each input's
-files are written to temporary names and renamed together, so an error never leaves partial
-outputs; existing outputs are never replaced without ``--overwrite``.
+clipping), FLAC as 24-bit. Every input is checked before anything is written; one that cannot
+be decoded is skipped, the others are separated, and the skipped ones are listed at the end
+(:class:`SeparationFailures`, exit status 1; nothing is written when no input decodes). Each
+input's files are written to temporary names and renamed together, so an error never leaves
+partial outputs; existing outputs are never replaced without ``--overwrite``.
 
 The chunk arithmetic is :mod:`ugr_experiments.inference.chunks` and the file handling
 :mod:`ugr_experiments.inference.audio_files` (both re-exported here); this module runs the
