@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ugr_experiments.models import improved
 from ugr_experiments.models.blocks import GlobLN, ImprovedUBlock, channel_slopes
 from ugr_experiments.models.common import check_sizes
 from ugr_experiments.models.improved import MaskingSeparator
@@ -29,29 +30,17 @@ from ugr_experiments.models.ops import batched_affine, prelu
 __all__ = ["PRESETS", "TAC", "GCUBlock", "GroupCommSudoRmRf"]
 
 # The released WSJ0-2mix model (GroupCom_Sudormrf_U8_Bases512, 0.51 M parameters) and the
-# 16-block network of the authors' results table; parameters (S = 2): 0.5x 507,177;
-# 1.0x 565,073 (the authors' class, same arguments).
-_PAPER = dict(
-    in_audio_channels=1,
-    out_channels=256,
-    in_channels=512,
-    upsampling_depth=5,
-    enc_kernel_size=21,
-    enc_num_basis=512,
-    num_sources=2,
-    group_size=16,
-)
+# 16-block network of the authors' results table: SuDoRM-RF++'s sizes with 16 groups.
+# Parameters (S = 2), the authors' class with the same arguments: 0.5x 507,177; 1.0x 565,073.
+_PAPER = {**improved.PRESETS["sudormrf_improved_1x"], "in_audio_channels": 1, "group_size": 16}
 PRESETS: dict[str, dict[str, int]] = {
     "sudormrf_gc_05x": {**_PAPER, "num_blocks": 8},
-    "sudormrf_gc_1x": {**_PAPER, "num_blocks": 16},
-    # 2 CPU cores, 8 kHz, ~1 s segments.
+    "sudormrf_gc_1x": _PAPER,
+    # 2 CPU cores, 8 kHz, ~1 s segments: sudormrf_cpu's sizes, twice its bottleneck, 8 groups.
     "sudormrf_gc_cpu": {
-        **_PAPER,
+        **improved.PRESETS["sudormrf_improved_cpu"],
+        "in_audio_channels": 1,
         "out_channels": 128,
-        "in_channels": 256,
-        "num_blocks": 4,
-        "upsampling_depth": 4,
-        "enc_num_basis": 256,
         "group_size": 8,
     },
 }
@@ -160,17 +149,9 @@ class GroupCommSudoRmRf(MaskingSeparator):
         num_sources: int = 2,
         group_size: int = 16,
     ) -> None:
-        sizes = dict(
-            in_audio_channels=in_audio_channels,
-            out_channels=out_channels,
-            num_blocks=num_blocks,
-            upsampling_depth=upsampling_depth,
-            enc_kernel_size=enc_kernel_size,
-            enc_num_basis=enc_num_basis,
-            num_sources=num_sources,
-        )
-        check_sizes("GroupCommSudoRmRf", in_channels=in_channels, group_size=group_size, **sizes)
-        for key, value in (("out_channels", out_channels), ("in_channels", in_channels)):
+        sizes = dict(out_channels=out_channels, in_channels=in_channels)
+        check_sizes("GroupCommSudoRmRf", group_size=group_size, **sizes)
+        for key, value in sizes.items():
             if value % group_size:
                 raise ValueError(
                     f"GroupCommSudoRmRf: {key}={value} is not divisible by "
@@ -181,7 +162,13 @@ class GroupCommSudoRmRf(MaskingSeparator):
         super().__init__(
             "GroupCommSudoRmRf",
             lambda: GCUBlock(out_channels, in_channels, upsampling_depth, group_size),
-            **sizes,
+            in_audio_channels=in_audio_channels,
+            out_channels=out_channels,
+            in_channels=in_channels,
+            num_blocks=num_blocks,
+            upsampling_depth=upsampling_depth,
+            enc_kernel_size=enc_kernel_size,
+            enc_num_basis=enc_num_basis,
+            num_sources=num_sources,
         )
-        self.in_channels = in_channels
         self.group_size = group_size

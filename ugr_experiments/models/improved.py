@@ -30,36 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ugr_experiments.models import sudormrf
 from ugr_experiments.models.blocks import GlobLN, ImprovedUBlock, channel_slopes
 from ugr_experiments.models.common import as_batch_channel_time, check_sizes
 from ugr_experiments.models.ops import pointwise_conv1d, prelu
 
 __all__ = ["PRESETS", "ImprovedSuDORMRF", "MaskingSeparator", "improved_pad_multiple"]
 
-# The released WSJ0-2mix model (Improved_Sudormrf_U16_Bases512) and its half-depth
-# sibling, named as the MLSP paper names 16 and 8 blocks (1.0x, 0.5x); parameters (S = 2):
-# 1.0x 5,016,353; 0.5x 2,732,817 (the authors' class, same arguments).
-_PAPER = dict(
-    out_channels=256,
-    in_channels=512,
-    upsampling_depth=5,
-    enc_kernel_size=21,
-    enc_num_basis=512,
-    num_sources=2,
-)
+# The released WSJ0-2mix model (Improved_Sudormrf_U16_Bases512: the original 1.0x network
+# with 256 bottleneck channels) and its half-depth sibling, named as the MLSP paper names 16
+# and 8 blocks (1.0x, 0.5x). Parameters (S = 2), the authors' class with the same
+# arguments: 1.0x 5,016,353; 0.5x 2,732,817. The CPU preset has sudormrf_cpu's sizes.
+_PAPER = {**sudormrf.PRESETS["sudormrf_1x"], "out_channels": 256}
 PRESETS: dict[str, dict[str, int]] = {
     "sudormrf_improved_05x": {**_PAPER, "num_blocks": 8},
-    "sudormrf_improved_1x": {**_PAPER, "num_blocks": 16},
-    # Sized as sudormrf_cpu: 2 CPU cores, 8 kHz, ~1 s segments.
-    "sudormrf_improved_cpu": dict(
-        out_channels=64,
-        in_channels=256,
-        num_blocks=4,
-        upsampling_depth=4,
-        enc_kernel_size=21,
-        enc_num_basis=256,
-        num_sources=2,
-    ),
+    "sudormrf_improved_1x": _PAPER,
+    "sudormrf_improved_cpu": dict(sudormrf.PRESETS["sudormrf_cpu"]),
 }
 
 
@@ -79,6 +65,7 @@ class MaskingSeparator(nn.Module):
         block: builds one separation block, ``(B, C, F) -> (B, C, F)``.
         in_audio_channels: input channels A (each gets its S estimates).
         out_channels: bottleneck channels C.
+        in_channels: channels C_U inside the blocks.
         num_blocks: number of separation blocks U.
         upsampling_depth: resolutions per block (sets the padding multiple).
         enc_kernel_size: encoder kernel L (odd); the stride is L // 2.
@@ -97,6 +84,7 @@ class MaskingSeparator(nn.Module):
         *,
         in_audio_channels: int,
         out_channels: int,
+        in_channels: int,
         num_blocks: int,
         upsampling_depth: int,
         enc_kernel_size: int,
@@ -104,9 +92,21 @@ class MaskingSeparator(nn.Module):
         num_sources: int,
     ) -> None:
         super().__init__()
+        check_sizes(
+            model,
+            in_audio_channels=in_audio_channels,
+            out_channels=out_channels,
+            in_channels=in_channels,
+            num_blocks=num_blocks,
+            upsampling_depth=upsampling_depth,
+            enc_kernel_size=enc_kernel_size,
+            enc_num_basis=enc_num_basis,
+            num_sources=num_sources,
+        )
         self.model_name = model
         self.in_audio_channels = in_audio_channels
         self.out_channels = out_channels
+        self.in_channels = in_channels
         self.num_blocks = num_blocks
         self.upsampling_depth = upsampling_depth
         self.enc_kernel_size = enc_kernel_size
@@ -182,19 +182,15 @@ class ImprovedSuDORMRF(MaskingSeparator):
         enc_num_basis: int = 512,
         num_sources: int = 2,
     ) -> None:
-        sizes = dict(
+        super().__init__(
+            "ImprovedSuDORMRF",
+            lambda: ImprovedUBlock(out_channels, in_channels, upsampling_depth),
+            in_audio_channels=1,
             out_channels=out_channels,
+            in_channels=in_channels,
             num_blocks=num_blocks,
             upsampling_depth=upsampling_depth,
             enc_kernel_size=enc_kernel_size,
             enc_num_basis=enc_num_basis,
             num_sources=num_sources,
         )
-        check_sizes("ImprovedSuDORMRF", in_channels=in_channels, **sizes)
-        super().__init__(
-            "ImprovedSuDORMRF",
-            lambda: ImprovedUBlock(out_channels, in_channels, upsampling_depth),
-            in_audio_channels=1,
-            **sizes,
-        )
-        self.in_channels = in_channels

@@ -42,12 +42,40 @@ from ugr_experiments.models.ops import batched_affine, decode_overlap_add, point
 
 __all__ = [
     "GN_EPS",
+    "PRESETS",
     "SuDORMRF",
     "UBlock",
     "load_authors_state_dict",
     "pad_multiple",
     "toeplitz_index",
 ]
+
+
+# Sizes of the authors' networks (PAPER.md section 4) and a CPU-sized one.
+# Parameter counts (2 sources): 0.25x 791,174; 0.5x 1,414,790; 1.0x 2,662,022.
+_PAPER = dict(
+    out_channels=128,
+    in_channels=512,
+    upsampling_depth=5,
+    enc_kernel_size=21,
+    enc_num_basis=512,
+    num_sources=2,
+)
+PRESETS: dict[str, dict[str, int]] = {
+    "sudormrf_025x": {**_PAPER, "num_blocks": 4},
+    "sudormrf_05x": {**_PAPER, "num_blocks": 8},
+    "sudormrf_1x": {**_PAPER, "num_blocks": 16},
+    # Trains in seconds per step on 2 CPU cores at 8 kHz, 1 s segments, batch 8.
+    "sudormrf_cpu": dict(
+        out_channels=64,
+        in_channels=256,
+        num_blocks=4,
+        upsampling_depth=4,
+        enc_kernel_size=21,
+        enc_num_basis=256,
+        num_sources=2,
+    ),
+}
 
 
 def pad_multiple(enc_kernel_size: int, upsampling_depth: int) -> int:
