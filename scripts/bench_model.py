@@ -60,12 +60,10 @@ from ugr_experiments.losses import neg_sisdri  # noqa: E402
 from ugr_experiments.models import PRESETS, build_model, resolve  # noqa: E402
 from ugr_experiments.weighting import Progress, RobustWeighting, pmf, weighted_loss  # noqa: E402
 
-# Short name -> preset: the original network's sizes keep their short names.
-CONFIGS = {
-    preset.removeprefix("sudormrf_"): preset
-    for preset in PRESETS
-    if resolve(preset, {})[0] in ("sudormrf", "sudormrf_improved", "sudormrf_gc")
-}
+# Short name -> preset: the original network's sizes keep their short names. Conv-TasNet
+# (torchaudio) has no direct reference: only its "fast" variant (the network itself) runs.
+CONFIGS = {preset.removeprefix("sudormrf_"): preset for preset in PRESETS}
+CONFIGS["convtasnet"] = "convtasnet"
 # Each network's direct formulation (same parameter names and shapes).
 REFERENCES: dict[str, type[nn.Module]] = {
     "sudormrf": ReferenceSuDORMRF,
@@ -256,7 +254,7 @@ def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespa
     cols = ["step s", "peak MB", "RSS MB", "infer b1 s", "infer b4 s"]
     print(f"{'config':13} {'variant':18} {'params':>10} " + " ".join(f"{c:>11}" for c in cols))
     for config in args.configs:
-        for variant in args.variants:
+        for variant in _variants(config, args.variants):
             m = merged.get((config, variant), {})
             vals = [m.get("step_s"), m.get("peak_mb"), m.get("rss_mb")]
             vals += [m.get("infer_s", {}).get(k) for k in ("b1", "b4")]
@@ -338,6 +336,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _variants(config: str, variants: list[str]) -> list[str]:
+    """The variants that exist for ``config``: no reference for a network without one."""
+    if resolve(CONFIGS[config], {})[0] in REFERENCES:
+        return variants
+    return [v for v in variants if not v.startswith("reference")]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
@@ -345,12 +350,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for config in args.configs:
+        variants = _variants(config, args.variants)
         for rnd in range(args.rounds):
-            order = args.variants if rnd % 2 == 0 else args.variants[::-1]
+            order = variants if rnd % 2 == 0 else variants[::-1]
             for variant in order:
                 print(f"[{config} {variant}: time, round {rnd + 1}]", flush=True, file=sys.stderr)
                 results.append(run_worker(config, variant, "time", args))
-        for variant in args.variants:
+        for variant in variants:
             print(f"[{config} {variant}: peak memory]", flush=True, file=sys.stderr)
             results.append(run_worker(config, variant, "memory", args))
     merged = _merge(results)

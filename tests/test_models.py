@@ -327,20 +327,24 @@ def test_loading_a_mismatched_checkpoint_says_why() -> None:
         load_authors_state_dict(SuDORMRF(**{**TINY, "upsampling_depth": 2}), authors)
 
 
+BENCH_PARAMS = {"cpu": 223_558, "improved_cpu": 246_345, "gc_cpu": 154_261}
+
+
 @pytest.mark.slow
 def test_bench_script_runs_fast_and_reference_side_by_side(tmp_path: Path) -> None:
+    """Each network against its own direct reference (Sudo rm -rf, SuDoRM-RF++, GC)."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(root / "scripts" / "bench_model.py"), "--configs", "cpu"]
+    cmd = [sys.executable, str(root / "scripts" / "bench_model.py"), "--configs", *BENCH_PARAMS]
     cmd += ["--seconds", "0.25", "--batch", "2", "--steps", "1", "--warmup", "0"]
     cmd += ["--infer-reps", "1", "--threads", "1", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     assert "ref/fast" in proc.stdout and "reweighting" in proc.stdout
     runs = json.loads(out.read_text())["runs"]
-    assert {(r["variant"], r["mode"]) for r in runs} == {
-        ("fast", "time"),
-        ("reference", "time"),
-        ("fast", "memory"),
-        ("reference", "memory"),
+    assert {(r["config"], r["variant"], r["mode"]) for r in runs} == {
+        (config, variant, mode)
+        for config in BENCH_PARAMS
+        for variant in ("fast", "reference")
+        for mode in ("time", "memory")
     }
-    assert all("error" not in r and r["params"] == 223_558 for r in runs)
+    assert all("error" not in r and r["params"] == BENCH_PARAMS[r["config"]] for r in runs)
