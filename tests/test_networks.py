@@ -47,6 +47,13 @@ def test_each_network_trains_with_each_weighting(tmp_path, net, weighting):
     check_run_dir(tmp_path)
 
 
+def test_multichannel_gc_is_refused_before_training():
+    from ugr_experiments.config import ConfigError, to_plain
+
+    with pytest.raises(ConfigError, match=r"model.in_audio_channels=2: .* mono"):
+        to_plain(compose_config(["model=sudormrf_gc_cpu", "model.in_audio_channels=2"]))
+
+
 def test_a_crashed_gc_run_resumes_bit_identically(tmp_path, monkeypatch):
     cfg = TINY + ["model=sudormrf_gc_cpu", "train.epochs=2", "train.steps_per_epoch=3"]
     cfg += ["checkpoint.every_steps=1", "weighting=robust", "alpha=0.1"]

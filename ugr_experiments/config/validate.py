@@ -125,6 +125,12 @@ def _validate_model(cfg: dict[str, Any]) -> None:
         check_model(cfg["model"]["name"], kwargs)
     except (ValueError, ImportError) as err:
         raise ConfigError(f"model.name={cfg['model']['name']!r}: {err}") from None
+    channels = cfg["model"].get("in_audio_channels", 1)
+    if channels != 1:
+        raise ConfigError(
+            f"model.in_audio_channels={channels!r}: the data sets give mono mixtures "
+            "(model.in_audio_channels=1)"
+        )
     sources = cfg["model"].get("num_sources")
     if sources is not None and sources != cfg["dataset"]["n_sources"]:
         raise ConfigError(
