@@ -1,8 +1,13 @@
-"""Sudo rm -rf: the fast model against the direct reference formulation, side by side.
+"""Sudo rm -rf networks: the fast models against their direct reference formulations.
 
     python scripts/bench_model.py                                  # 0.25x, 0.5x, 1.0x on CPU
     python scripts/bench_model.py --configs 1x --steps 5 --rounds 2 --json bench.json
+    python scripts/bench_model.py --configs improved_1x gc_1x      # SuDoRM-RF++ and its GC form
     python scripts/bench_model.py --device cuda                    # + bf16 autocast, torch.compile
+
+Each configuration is a preset of ``ugr_experiments.models`` (``1x`` is ``sudormrf_1x``,
+``improved_1x`` is ``sudormrf_improved_1x``, ...); its reference is the direct formulation
+of that network in ``tests/`` (``reference_sudormrf.py``, ``reference_sudormrf_pp.py``).
 
 For each configuration (``--configs``) and variant (``--variants``: ``fast``, ``reference``,
 optionally with ``+bf16`` and/or ``+compile``), subprocesses build the network with the
@@ -46,16 +51,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_sudormrf import ReferenceSuDORMRF  # noqa: E402
+from reference_sudormrf_pp import (  # noqa: E402
+    ReferenceGroupCommSudoRmRf,
+    ReferenceImprovedSuDORMRF,
+)
 
 from ugr_experiments.losses import neg_sisdri  # noqa: E402
-from ugr_experiments.models import PRESETS, SuDORMRF  # noqa: E402
+from ugr_experiments.models import PRESETS, build_model, resolve  # noqa: E402
 from ugr_experiments.weighting import Progress, RobustWeighting, pmf, weighted_loss  # noqa: E402
 
-CONFIGS = {
-    "025x": "sudormrf_025x",
-    "05x": "sudormrf_05x",
-    "1x": "sudormrf_1x",
-    "cpu": "sudormrf_cpu",
+# Short name -> preset: the original network's sizes keep their short names. Conv-TasNet
+# (torchaudio) has no direct reference: only its "fast" variant (the network itself) runs.
+CONFIGS = {preset.removeprefix("sudormrf_"): preset for preset in PRESETS}
+CONFIGS["convtasnet"] = "convtasnet"
+# Each network's direct formulation (same parameter names and shapes).
+REFERENCES: dict[str, type[nn.Module]] = {
+    "sudormrf": ReferenceSuDORMRF,
+    "sudormrf_improved": ReferenceImprovedSuDORMRF,
+    "sudormrf_gc": ReferenceGroupCommSudoRmRf,
 }
 
 
@@ -65,11 +78,11 @@ CONFIGS = {
 
 
 def _build(config: str, variant: str, num_sources: int) -> nn.Module:
-    sizes = {**PRESETS[CONFIGS[config]], "num_sources": num_sources}
+    name, sizes = resolve(CONFIGS[config], {"num_sources": num_sources})
     torch.manual_seed(0)
-    model = SuDORMRF(**sizes)  # the same weights for both variants
+    model = build_model(name, **sizes)  # the same weights for both variants
     if variant.split("+")[0] == "reference":
-        ref = ReferenceSuDORMRF(**sizes)
+        ref = REFERENCES[name](**sizes)
         ref.load_state_dict(model.state_dict())
         return ref
     return model
@@ -234,14 +247,14 @@ def _ratio(num: float | None, den: float | None) -> str:
 
 def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace) -> None:
     print(
-        f"\nSudo rm -rf, batch {args.batch} x {args.seconds:g} s x {args.sample_rate} Hz, "
+        f"\nbatch {args.batch} x {args.seconds:g} s x {args.sample_rate} Hz, "
         f"{args.device}, {args.threads} threads, OMP_WAIT_POLICY={args.omp_wait_policy}, "
         f"torch {torch.__version__}; medians of {args.steps} steps x {args.rounds} round(s)"
     )
     cols = ["step s", "peak MB", "RSS MB", "infer b1 s", "infer b4 s"]
-    print(f"{'config':6} {'variant':18} {'params':>10} " + " ".join(f"{c:>11}" for c in cols))
+    print(f"{'config':13} {'variant':18} {'params':>10} " + " ".join(f"{c:>11}" for c in cols))
     for config in args.configs:
-        for variant in args.variants:
+        for variant in _variants(config, args.variants):
             m = merged.get((config, variant), {})
             vals = [m.get("step_s"), m.get("peak_mb"), m.get("rss_mb")]
             vals += [m.get("infer_s", {}).get(k) for k in ("b1", "b4")]
@@ -253,9 +266,9 @@ def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespa
                 else f"{'-':>11}"
                 for v in vals
             ]
-            print(f"{config:6} {variant:18} {m.get('params', 0):>10,} " + " ".join(cells))
+            print(f"{config:13} {variant:18} {m.get('params', 0):>10,} " + " ".join(cells))
             for err in m.get("errors", []):
-                print(f"{'':6} {variant:18} ERROR {err}")
+                print(f"{'':13} {variant:18} ERROR {err}")
         fast, ref = merged.get((config, "fast"), {}), merged.get((config, "reference"), {})
         if fast and ref:
             fi, ri = fast.get("infer_s", {}), ref.get("infer_s", {})
@@ -267,13 +280,13 @@ def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespa
                 _ratio(ri.get("b4"), fi.get("b4")),
             ]
             print(
-                f"{config:6} {'ref/fast (mem f/r)':18} {'':>10} "
+                f"{config:13} {'ref/fast (mem f/r)':18} {'':>10} "
                 + " ".join(f"{c:>11}" for c in cells)
             )
             if fast.get("weighting_s") and fast.get("step_s"):
                 share = 100 * fast["weighting_s"] / fast["step_s"]
                 print(
-                    f"{config:6} reweighting (robust scores, softmax, weighted sum): "
+                    f"{config:13} reweighting (robust scores, softmax, weighted sum): "
                     f"{1e3 * fast['weighting_s']:.3f} ms = {share:.4f} % of the fast step"
                 )
     print(
@@ -323,6 +336,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _variants(config: str, variants: list[str]) -> list[str]:
+    """The variants that exist for ``config``: no reference for a network without one."""
+    if resolve(CONFIGS[config], {})[0] in REFERENCES:
+        return variants
+    return [v for v in variants if not v.startswith("reference")]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
@@ -330,12 +350,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for config in args.configs:
+        variants = _variants(config, args.variants)
         for rnd in range(args.rounds):
-            order = args.variants if rnd % 2 == 0 else args.variants[::-1]
+            order = variants if rnd % 2 == 0 else variants[::-1]
             for variant in order:
                 print(f"[{config} {variant}: time, round {rnd + 1}]", flush=True, file=sys.stderr)
                 results.append(run_worker(config, variant, "time", args))
-        for variant in args.variants:
+        for variant in variants:
             print(f"[{config} {variant}: peak memory]", flush=True, file=sys.stderr)
             results.append(run_worker(config, variant, "memory", args))
     merged = _merge(results)

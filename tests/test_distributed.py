@@ -40,6 +40,8 @@ MODEL = {
     "in_channels": 32,
     "out_channels": 16,
 }
+# The other networks, for the robust DDP check (same sizes; the GC form with 4 groups).
+OTHER_NETS = {"sudormrf_improved": {}, "sudormrf_gc": {"group_size": 4}}
 CLASSES, GROUPS = ["voice", "noise"], ["speech", "environmental"]
 WEIGHTINGS = {
     "uniform": {"name": "uniform"},
@@ -85,11 +87,15 @@ def rank_slice(batch: dict[str, Any], rt: distributed.Runtime) -> dict[str, Any]
 
 
 def one_step(
-    mode: str, batch: dict[str, Any], rt: distributed.Runtime, fused: bool = False
+    mode: str,
+    batch: dict[str, Any],
+    rt: distributed.Runtime,
+    fused: bool = False,
+    net: str = "sudormrf",
 ) -> dict[str, Any]:
     """Same initial weights, one train_step; the gradients and the updated weights."""
     torch.manual_seed(0)
-    model = build_model("sudormrf", **MODEL).to(rt.device)
+    model = build_model(net, **MODEL, **OTHER_NETS.get(net, {})).to(rt.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
     weighting = build_weighting(WEIGHTINGS[mode], CLASSES, GROUPS)
     train_model = distributed.wrap_model(model, rt)
@@ -122,6 +128,8 @@ def _rank_work(rt: distributed.Runtime) -> dict[str, Any]:
     with per_rank_pmf():
         for mode in RANK_SENSITIVE:
             results[f"{mode}/per_rank"] = one_step(mode, local, rt)
+    for net in OTHER_NETS:
+        results[f"{net}/robust"] = one_step("robust", local, rt, net=net)
     bad = rank_slice(global_batch(nan_mixture=1), rt)  # only rank 1 sees a NaN
     bad = {key: value.to(rt.device) for key, value in bad.items()}
     results["nan/local_finite"] = bool(torch.isfinite(bad["mixture"]).all())
@@ -169,7 +177,10 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def single() -> dict[str, Any]:
     """One process holding the whole global batch."""
     rt = distributed.Runtime()
-    return {mode: one_step(mode, global_batch(), rt) for mode in WEIGHTINGS}
+    results = {mode: one_step(mode, global_batch(), rt) for mode in WEIGHTINGS}
+    for net in OTHER_NETS:
+        results[f"{net}/robust"] = one_step("robust", global_batch(), rt, net=net)
+    return results
 
 
 def assert_same_step(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -201,6 +212,13 @@ def test_ddp_step_equals_one_process_holding_the_global_batch(ranks, single, mod
     for rank in ranks:
         assert rank[mode]["finite"]
         assert_same_step(rank[mode], single[mode])
+
+
+@pytest.mark.parametrize("net", list(OTHER_NETS))
+def test_ddp_step_of_the_other_networks_equals_one_process(ranks, single, net):
+    """SuDoRM-RF++ and its GC form under DDP: robust weighting, the single process's step."""
+    for rank in ranks:
+        assert_same_step(rank[f"{net}/robust"], single[f"{net}/robust"])
 
 
 @pytest.mark.parametrize("mode", RANK_SENSITIVE)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_function
 
 from ugr_experiments.models import PRESETS, SuDORMRF, build_model, load_authors_state_dict
 from ugr_experiments.models.ops import (
@@ -73,8 +74,10 @@ def test_fast_and_reference_share_state_dict_names_and_shapes() -> None:
 
 
 def test_build_model_errors_name_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"unsupported model: 'convtasnet'; choose from"):
-        build_model("convtasnet")
+    with pytest.raises(
+        ValueError, match=r"unsupported model: 'dprnn'; choose from \[.*'convtasnet'"
+    ):
+        build_model("dprnn")
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['n_blocks'\]"):
         build_model("sudormrf", n_blocks=4)
 
@@ -144,22 +147,7 @@ def _pair(sizes: dict[str, int], seed: int) -> tuple[SuDORMRF, ReferenceSuDORMRF
 )
 def test_outputs_and_gradients_equal_the_reference(sizes: dict[str, int], length: int) -> None:
     fast, ref = _pair(sizes, seed=length)
-    mix = torch.randn(2, length)
-    target = torch.randn(2, sizes["num_sources"], length)
-    outs = []
-    for model in (fast, ref):
-        est = model(mix)  # (B, S, T)
-        ((est - target) ** 2).mean().backward()
-        outs.append(est)
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
-    ref_grads = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        g_ref = ref_grads[name].grad
-        if g_ref is None:  # ln_mask_in: unused in both
-            assert p.grad is None, name
-            continue
-        scale = g_ref.abs().max().item() + 1e-12
-        torch.testing.assert_close(p.grad / scale, g_ref / scale, rtol=1e-4, atol=1e-4, msg=name)
+    assert_same_function(fast, ref, length, sizes["num_sources"], unused=["ln_mask_in."])
 
 
 def test_single_source_uses_sigmoid_like_the_reference() -> None:
@@ -339,20 +327,24 @@ def test_loading_a_mismatched_checkpoint_says_why() -> None:
         load_authors_state_dict(SuDORMRF(**{**TINY, "upsampling_depth": 2}), authors)
 
 
+BENCH_PARAMS = {"cpu": 223_558, "improved_cpu": 246_345, "gc_cpu": 154_261}
+
+
 @pytest.mark.slow
 def test_bench_script_runs_fast_and_reference_side_by_side(tmp_path: Path) -> None:
+    """Each network against its own direct reference (Sudo rm -rf, SuDoRM-RF++, GC)."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(root / "scripts" / "bench_model.py"), "--configs", "cpu"]
+    cmd = [sys.executable, str(root / "scripts" / "bench_model.py"), "--configs", *BENCH_PARAMS]
     cmd += ["--seconds", "0.25", "--batch", "2", "--steps", "1", "--warmup", "0"]
     cmd += ["--infer-reps", "1", "--threads", "1", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     assert "ref/fast" in proc.stdout and "reweighting" in proc.stdout
     runs = json.loads(out.read_text())["runs"]
-    assert {(r["variant"], r["mode"]) for r in runs} == {
-        ("fast", "time"),
-        ("reference", "time"),
-        ("fast", "memory"),
-        ("reference", "memory"),
+    assert {(r["config"], r["variant"], r["mode"]) for r in runs} == {
+        (config, variant, mode)
+        for config in BENCH_PARAMS
+        for variant in ("fast", "reference")
+        for mode in ("time", "memory")
     }
-    assert all("error" not in r and r["params"] == 223_558 for r in runs)
+    assert all("error" not in r and r["params"] == BENCH_PARAMS[r["config"]] for r in runs)

@@ -21,6 +21,7 @@ from ugr_experiments.config.checks import (
     set_key,
 )
 from ugr_experiments.data.corpus import PREP_COMMAND, SHORT_SOURCES
+from ugr_experiments.models import check_model
 from ugr_experiments.weighting import LENGTH_UNITS, SHAPES, UNITS
 
 __all__ = ["DEFAULTS", "DEVICES", "OPTIMIZERS", "check_paths", "validate"]
@@ -119,6 +120,17 @@ def _validate_snr(snr: Any) -> None:
 def _validate_model(cfg: dict[str, Any]) -> None:
     if not isinstance(cfg["model"].get("name"), str):
         raise ConfigError(f"model.name must be a model name, got {cfg['model'].get('name')!r}")
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    try:  # the name, its argument names, an optional dependency (torchaudio): before any work
+        check_model(cfg["model"]["name"], kwargs)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(f"model.name={cfg['model']['name']!r}: {err}") from None
+    channels = cfg["model"].get("in_audio_channels", 1)
+    if channels != 1:
+        raise ConfigError(
+            f"model.in_audio_channels={channels!r}: the data sets give mono mixtures "
+            "(model.in_audio_channels=1)"
+        )
     sources = cfg["model"].get("num_sources")
     if sources is not None and sources != cfg["dataset"]["n_sources"]:
         raise ConfigError(

@@ -27,25 +27,55 @@ that outputs and gradients agree to float32 tolerance.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ugr_experiments.models.blocks import GN_EPS, UBlock
+from ugr_experiments.models.common import (
+    as_batch_channel_time,
+    check_sizes,
+    load_authors_state_dict,
+)
 from ugr_experiments.models.ops import batched_affine, decode_overlap_add, pointwise_conv1d
 
 __all__ = [
     "GN_EPS",
+    "PRESETS",
     "SuDORMRF",
     "UBlock",
     "load_authors_state_dict",
     "pad_multiple",
     "toeplitz_index",
 ]
+
+
+# Sizes of the authors' networks (PAPER.md section 4) and a CPU-sized one.
+# Parameter counts (2 sources): 0.25x 791,174; 0.5x 1,414,790; 1.0x 2,662,022.
+_PAPER = dict(
+    out_channels=128,
+    in_channels=512,
+    upsampling_depth=5,
+    enc_kernel_size=21,
+    enc_num_basis=512,
+    num_sources=2,
+)
+PRESETS: dict[str, dict[str, int]] = {
+    "sudormrf_025x": {**_PAPER, "num_blocks": 4},
+    "sudormrf_05x": {**_PAPER, "num_blocks": 8},
+    "sudormrf_1x": {**_PAPER, "num_blocks": 16},
+    # Trains in seconds per step on 2 CPU cores at 8 kHz, 1 s segments, batch 8.
+    "sudormrf_cpu": dict(
+        out_channels=64,
+        in_channels=256,
+        num_blocks=4,
+        upsampling_depth=4,
+        enc_kernel_size=21,
+        enc_num_basis=256,
+        num_sources=2,
+    ),
+}
 
 
 def pad_multiple(enc_kernel_size: int, upsampling_depth: int) -> int:
@@ -120,7 +150,8 @@ class SuDORMRF(nn.Module):
         num_sources: int = 2,
     ) -> None:
         super().__init__()
-        _check_sizes(
+        check_sizes(
+            "SuDORMRF",
             out_channels=out_channels,
             in_channels=in_channels,
             num_blocks=num_blocks,
@@ -129,6 +160,11 @@ class SuDORMRF(nn.Module):
             enc_num_basis=enc_num_basis,
             num_sources=num_sources,
         )
+        if enc_num_basis % 2:
+            raise ValueError(
+                f"SuDORMRF: enc_num_basis must be even (the mask Conv2d returns N + 1 rows for "
+                f"odd N), got {enc_num_basis}"
+            )
         self.out_channels = out_channels
         self.in_channels = in_channels
         self.num_blocks = num_blocks
@@ -166,7 +202,7 @@ class SuDORMRF(nn.Module):
         self.register_buffer("toeplitz_index", toeplitz_index(n), persistent=False)
 
     def forward(self, wav: Tensor) -> Tensor:
-        x, length = _as_batch_channel_time(wav)  # (B, 1, T)
+        x, length = as_batch_channel_time(wav, "SuDORMRF")  # (B, 1, T)
         x = F.pad(x, (0, -length % self.lcm))  # (B, 1, T')
         enc = self.encoder(x)  # (B, N, F)
         l1, dec = self.l1, self.decoder
@@ -220,87 +256,3 @@ class SuDORMRF(nn.Module):
         logits = torch.matmul(weight, h.unsqueeze(1)) + bias  # (B, S', N, F)
         masks = torch.sigmoid(logits) if self.num_sources == 1 else torch.softmax(logits, dim=1)
         return list((masks * enc.unsqueeze(1)).unbind(1))  # S x (B, N, F)
-
-
-def _check_sizes(**sizes: int) -> None:
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"SuDORMRF: {key} must be a positive integer, got {value!r}")
-    if sizes["enc_kernel_size"] % 2 == 0 or sizes["enc_kernel_size"] < 3:
-        raise ValueError(
-            f"SuDORMRF: enc_kernel_size must be odd and >= 3 (stride L // 2, padding L // 2), "
-            f"got {sizes['enc_kernel_size']}"
-        )
-    if sizes["enc_num_basis"] % 2:
-        raise ValueError(
-            f"SuDORMRF: enc_num_basis must be even (the mask Conv2d returns N + 1 rows for "
-            f"odd N), got {sizes['enc_num_basis']}"
-        )
-
-
-def _as_batch_channel_time(wav: Tensor) -> tuple[Tensor, int]:
-    if wav.dim() == 2:
-        wav = wav.unsqueeze(1)
-    if wav.dim() != 3 or wav.shape[1] != 1:
-        raise ValueError(
-            f"SuDORMRF expects a mixture of shape (B, T) or (B, 1, T), got {tuple(wav.shape)}"
-        )
-    return wav, wav.shape[-1]
-
-
-def load_authors_state_dict(
-    model: SuDORMRF, source: str | os.PathLike[str] | Mapping[str, Any] | nn.Module
-) -> SuDORMRF:
-    """Load weights saved from the authors' ``SuDORMRF`` into ``model`` (in place).
-
-    Our parameter names and shapes are the authors' (etzinis/sudo_rm_rf,
-    ``sudo_rm_rf/dnn/models/sudormrf.py``), so this is ``load_state_dict`` after
-    unwrapping: a file (read with ``torch.load(weights_only=True)``), a module, a
-    checkpoint dict holding the weights under ``model_state_dict``, ``state_dict`` or
-    ``model``, and the ``module.`` prefix of ``nn.DataParallel`` (their training script
-    wraps the model in it). The network must be built with the checkpoint's sizes:
-    the paper's networks use ``upsampling_depth=5``; the authors' class default (4) is
-    a different, smaller model. Files that pickle a whole model object need
-    ``torch.load(path, weights_only=False)`` (only for files you trust); pass the
-    loaded object.
-
-    Args:
-        model: the network to load into.
-        source: a path, a state dict, a checkpoint dict containing one, or a module.
-
-    Returns:
-        ``model``, for chaining.
-
-    Raises:
-        ValueError: if keys are missing or unexpected, or a shape differs.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        # weights_only: plain containers of tensors, never a pickled module.
-        loaded: Mapping[str, Any] = torch.load(source, map_location="cpu", weights_only=True)
-        source = loaded
-    if isinstance(source, nn.Module):
-        source = source.state_dict()
-    state: Mapping[str, Any] = source
-    for key in ("model_state_dict", "state_dict", "model"):
-        if key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            "checkpoint does not match this SuDORMRF: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-            f"shape mismatches {wrong[:5]}; build the model with the checkpoint's "
-            "num_blocks / upsampling_depth / channel sizes"
-        )
-    model.load_state_dict(state)
-    return model
