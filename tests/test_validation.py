@@ -177,7 +177,6 @@ def test_result_differences_ignore_what_does_not_change_the_result():
                 "train.num_workers=4",
                 "paths.manifests=/elsewhere",
                 "train.max_bad_steps=2",
-                "train.threads=1",
             ]
         )
     )
