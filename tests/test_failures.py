@@ -240,24 +240,29 @@ def test_sigint_during_the_final_test_exits_cleanly_and_resume_only_tests(tmp_pa
 
 
 @pytest.mark.slow
-def test_sigterm_during_start_up_exits_with_status_0(tmp_path):
+@pytest.mark.parametrize("phase,function", [("start-up", "build_parts"), ("test", "evaluate")])
+def test_sigterm_outside_training_exits_with_status_0(tmp_path, phase, function):
+    """A SIGTERM at start-up or in the final test (no step to finish): saved state is kept."""
     code = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
 from conftest import TINY, compose_config
 import ugr_experiments.training.loop as loop
-real = loop.build_parts
+real = loop.{function}
 def killing(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGTERM)
+    if {phase!r} == "start-up" or "test" in args:
+        os.kill(os.getpid(), signal.SIGTERM)
     return real(*args, **kwargs)
-loop.build_parts = killing
+loop.{function} = killing
 loop.run(compose_config(TINY), {str(tmp_path)!r})
 """
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "SIGTERM outside training" in out.stderr
+    assert "SIGTERM outside training" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run.json").exists()
+    assert (tmp_path / "checkpoints" / "last.pt").is_file() == (phase == "test")
 
 
 # ---------------------------------------------------------------------------------------------
