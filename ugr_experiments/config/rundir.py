@@ -31,12 +31,20 @@ def output_dir_problem(argv: list[str]) -> str | None:
 
     Returns:
         A message naming the key, the value and the fix; None when the folder can be made
-        and written, or when the command names none (Hydra's default under the working
-        directory, or a value with interpolations).
+        and written, or when its value has interpolations (left to Hydra). Without the key,
+        Hydra's default lies under the working directory, which must then be writable.
     """
     key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
     values = [m.group(2) for m in map(_OVERRIDE.match, argv) if m and m.group(1) == key]
-    if not values or "${" in values[-1]:
+    if not values:
+        if os.access(Path.cwd(), os.W_OK | os.X_OK):
+            return None
+        return (
+            f"{key} is not set and its default lies under the current folder {Path.cwd()}, "
+            f"which is not writable: run from a folder you can write to, or set "
+            f"{key}=<a writable folder>"
+        )
+    if "${" in values[-1]:
         return None
     value = _unquote(values[-1])
     path = Path(value)
