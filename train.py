@@ -11,6 +11,7 @@ the run directory.
 """
 
 import os
+import sys
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads made
 # steps several times slower; on a dedicated one spinning is faster, so a user's own setting
@@ -20,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from ugr_experiments.cli import run_job  # noqa: E402
+from ugr_experiments.cli import refuse_bad_output_dir, run_job  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -29,4 +30,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    refuse_bad_output_dir(sys.argv[1:])  # before Hydra creates the folder
     main()

@@ -137,7 +137,7 @@ def test_joblib_launcher_config_composes() -> None:
 def test_every_sweep_records_failures_once(preset: str | None) -> None:
     """A plain `-m` sweep too (preset None): conf/config.yaml holds the callback."""
     cfg = compose_with_hydra([f"+experiment={preset}"] if preset else [])
-    assert list(cfg.hydra.callbacks) == ["shared_run_dir", "record_failure"]
+    assert list(cfg.hydra.callbacks) == ["shared_run_dir", "keep_run_dir", "record_failure"]
     target = OmegaConf.select(cfg, "hydra.callbacks.record_failure._target_")
     assert target == "ugr_experiments.training.callbacks.RecordFailure"
 

@@ -58,6 +58,36 @@ BAD_INPUTS = [
     (["dataset.n_train=0"], r"dataset.n_train must be an integer >= 1, got 0"),
     (["dataset.n_test=0"], r"dataset.n_test must be an integer >= 1, got 0"),
     (["dataset.classes=[]"], r"dataset.classes must be null \(every class\) or a non-empty list"),
+    # issue 13: model sizes, checked before anything is built (bounds, parity, unknown keys)
+    (["model.upsampling_depth=30"], r"upsampling_depth must be an integer in \[1, 12\], got 30"),
+    (["model.num_blocks=0"], r"model.num_blocks must be an integer in \[1, 128\], got 0 \(e.g. m"),
+    (["model.out_channels=0"], r"model.out_channels must be an integer in \[1, 4096\], got 0"),
+    (["model.enc_kernel_size=0"], r"enc_kernel_size must be an integer in \[3, 1025\], got 0"),
+    (["model.enc_kernel_size=20"], r"model.enc_kernel_size must be odd, got 20 \(e.g. model.enc"),
+    (["model.enc_num_basis=33"], r"model.enc_num_basis must be even, got 33 \(e.g. model.enc_num"),
+    (["model.in_channels=abc"], r"model.in_channels must be an integer in \[1, 8192\], got 'abc'"),
+    (["+model.depth=3"], r"model.depth is not an option of model 'sudormrf'; its options are"),
+    (["model.name=sudormrf_1x", "model.num_blocks=-1"], r"model.num_blocks must be an integer in"),
+    # issue 13: a segment too short for a non-silent crop or for the model's padding
+    (["dataset.segment_seconds=0.002"], r"gives 16 samples .*set dataset.segment_seconds >= 0.1 "),
+    (
+        ["model.upsampling_depth=8", "dataset.segment_seconds=0.1"],
+        r"at least 1280 are needed .*1280 for model sudormrf's padding",
+    ),
+    # issue 13: non-finite and boolean numbers get a fix too
+    (["alpha=nan"], r"alpha must be a finite number, got nan \(e.g. `alpha=0.2` or `alpha=1/15`\)"),
+    (["alpha=inf"], r"alpha must be a finite number, got inf \(e.g. `alpha=0.2`"),
+    (["alpha=1e400"], r"alpha must be a finite number, got inf \(e.g. `alpha=0.2`"),
+    (
+        ["weighting=class", "weighting.gamma.speech=inf"],
+        r"weighting.gamma.speech must be a finite number, got inf \(e.g. weighting.gamma.speech=3",
+    ),
+    (
+        ["weighting=curriculum", "weighting.beta0=-inf"],
+        r"weighting.beta0 must be a finite number, got -inf \(e.g. weighting.beta0=-0.2\)",
+    ),
+    (["optim.lr=true"], r"optim.lr must be a number, got the boolean True \(e.g. optim.lr=1e-3\)"),
+    (["train.audio_every=-1"], r"train.audio_every must be an integer >= 0 or null, got -1 \(e.g."),
 ]
 
 
@@ -147,7 +177,6 @@ def test_result_differences_ignore_what_does_not_change_the_result():
                 "train.num_workers=4",
                 "paths.manifests=/elsewhere",
                 "train.max_bad_steps=2",
-                "train.threads=1",
             ]
         )
     )

@@ -23,10 +23,16 @@ from ugr_experiments.config.checks import (
     get_key,
     parse_number,
 )
-from ugr_experiments.config.plain import RESUME_IGNORED, result_differences, to_plain
+from ugr_experiments.config.plain import (
+    CPU_RESULT_KEYS,
+    RESUME_IGNORED,
+    result_differences,
+    to_plain,
+)
 from ugr_experiments.config.validate import DEFAULTS, DEVICES, OPTIMIZERS, check_paths, validate
 
 __all__ = [
+    "CPU_RESULT_KEYS",
     "DEFAULTS",
     "DEVICES",
     "MISSING",

@@ -35,14 +35,21 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and the fix."""
 
 
-def parse_number(value: Any, key: str) -> float:
-    """A number, or a simple fraction string such as ``"1/15"`` (as the paper writes alpha).
+def parse_number(value: Any, key: str, example: str | None = None) -> float:
+    """A finite number, or a simple fraction string such as ``"1/15"`` (as the paper writes alpha).
+
+    Args:
+        value: what the config holds.
+        key: the dotted key, for the message.
+        example: the fix shown in the message (default: ``key=0.2`` or ``key=1/15``).
 
     Raises:
-        ConfigError: naming ``key`` when ``value`` is neither.
+        ConfigError: naming ``key``, ``value`` and the fix when ``value`` is neither, or is
+            not finite (nan, inf, or a literal such as 1e400 that overflows).
     """
+    fix = example or f"`{key}=0.2` or `{key}=1/15`"
     if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, got the boolean {value!r}")
+        raise ConfigError(f"{key} must be a number, got the boolean {value!r} (e.g. {fix})")
     if isinstance(value, int | float):
         out = float(value)
     else:
@@ -51,11 +58,10 @@ def parse_number(value: Any, key: str) -> float:
             out = float(Fraction(text)) if "/" in text else float(text)
         except (ValueError, ZeroDivisionError):
             raise ConfigError(
-                f"{key} must be a number or a fraction such as 1/15, got {value!r} "
-                f"(e.g. `{key}=0.2` or `{key}=1/15`)"
+                f"{key} must be a number or a fraction such as 1/15, got {value!r} (e.g. {fix})"
             ) from None
     if not math.isfinite(out):
-        raise ConfigError(f"{key} must be finite, got {value!r}")
+        raise ConfigError(f"{key} must be a finite number, got {value!r} (e.g. {fix})")
     return out
 
 
@@ -79,16 +85,23 @@ def set_key(cfg: dict[str, Any], key: str, value: Any) -> None:
 
 
 def check_int(
-    cfg: dict[str, Any], key: str, low: int, example: str, optional: bool = False
+    cfg: dict[str, Any],
+    key: str,
+    low: int,
+    example: str,
+    optional: bool = False,
+    high: int | None = None,
 ) -> None:
-    """``key`` must be an integer >= ``low`` (or null/absent when ``optional``)."""
+    """``key`` must be an integer >= ``low`` (and <= ``high``; or null/absent when ``optional``)."""
     value = get_key(cfg, key)
     if optional and (value is None or value is MISSING):
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    too_high = high is not None and isinstance(value, int) and value > high
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or too_high:
         shown = "missing" if value is MISSING else repr(value)
         null = " or null" if optional else ""
-        raise ConfigError(f"{key} must be an integer >= {low}{null}, got {shown} (e.g. {example})")
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{key} must be an integer {bound}{null}, got {shown} (e.g. {example})")
 
 
 def check_number(
@@ -105,7 +118,7 @@ def check_number(
         return
     if value is MISSING:
         raise ConfigError(f"{key} is missing; it must be a number {rule} (e.g. {example})")
-    number = parse_number(value, key)
+    number = parse_number(value, key, example)
     if not ok(number):
         raise ConfigError(f"{key} must be {rule}, got {value!r} (e.g. {example})")
     set_key(cfg, key, number)

@@ -14,10 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from ugr_experiments.config.checks import MISSING, ConfigError, parse_number
 from ugr_experiments.config.validate import validate
 
-__all__ = ["RESUME_IGNORED", "plain_dict", "result_differences", "to_plain"]
+__all__ = ["CPU_RESULT_KEYS", "RESUME_IGNORED", "plain_dict", "result_differences", "to_plain"]
 
 # Keys a resumed run may change: they alter how a run is shown, how fast it loads its data,
-# where the data lives, when it saves or gives up, or at most the last bits of the scores
+# where the data lives (the data itself is compared by the manifests' digests, see
+# training.resume), when it saves or gives up, or at most the last bits of the scores
 # (device, eval.batch_size). Every other key must match the checkpoint's config.
 RESUME_IGNORED = (
     "resume",
@@ -29,7 +30,6 @@ RESUME_IGNORED = (
     "train.log_every",
     "train.audio_every",
     "train.compile",
-    "train.threads",
     "train.max_bad_steps",
     "eval.batch_size",
     "dataset.manifests",
@@ -37,6 +37,9 @@ RESUME_IGNORED = (
     "dataset.roots",
     "weighting.health_every",
 )
+# Keys that change the result on the CPU only: the number of threads changes the order of
+# the CPU's floating-point sums (on CUDA it only feeds the data loading).
+CPU_RESULT_KEYS = ("train.threads",)
 
 
 def _parse_alphas(weighting: dict[str, Any], prefix: str = "weighting") -> None:
@@ -98,24 +101,28 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _ignored(key: str) -> bool:
+def _ignored(key: str, ignored: tuple[str, ...]) -> bool:
     if key.startswith("weighting") and key.endswith(".health_every"):
         return True  # also inside sum terms
-    return any(key == p or key.startswith(p + ".") for p in RESUME_IGNORED)
+    return any(key == p or key.startswith(p + ".") for p in ignored)
 
 
-def result_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def result_differences(
+    saved: dict[str, Any], current: dict[str, Any], on_cpu: bool = True
+) -> list[str]:
     """The keys, other than :data:`RESUME_IGNORED`, whose values differ: ``key: a -> b`` lines.
 
     Args:
         saved: the plain config a checkpoint was written with.
         current: the plain config of the run that wants to resume from it.
+        on_cpu: the run trains on the CPU, where :data:`CPU_RESULT_KEYS` change the result too.
     """
     old, new = _flatten(saved), _flatten(current)
+    ignored = RESUME_IGNORED if on_cpu else RESUME_IGNORED + CPU_RESULT_KEYS
     lines = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, MISSING), new.get(key, MISSING)
-        if _ignored(key) or a == b:
+        if _ignored(key, ignored) or a == b:
             continue
         shown = ["(absent)" if v is MISSING else repr(v) for v in (a, b)]
         lines.append(f"{key}: {shown[0]} in the checkpoint, {shown[1]} now")

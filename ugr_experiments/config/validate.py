@@ -20,6 +20,7 @@ from ugr_experiments.config.checks import (
     parse_number,
     set_key,
 )
+from ugr_experiments.config.models import validate_model_keys
 from ugr_experiments.data.corpus import PREP_COMMAND, SHORT_SOURCES
 from ugr_experiments.models import check_model
 from ugr_experiments.weighting import LENGTH_UNITS, SHAPES, UNITS
@@ -30,6 +31,9 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam",)
 # Added with resumable training; filled in when a (plain) config lacks them.
 DEFAULTS = {"resume": False, "train.max_bad_steps": 20, "checkpoint.every_steps": 50}
+# The shortest segment: a shorter crop can fall between two impacts or into a pause of
+# speech and be redrawn as silent again and again (synthetic data fails below 0.05 s).
+MIN_SEGMENT_SECONDS = 0.1
 
 
 def _validate_train(cfg: dict[str, Any]) -> None:
@@ -40,6 +44,7 @@ def _validate_train(cfg: dict[str, Any]) -> None:
     check_int(cfg, "train.num_workers", 0, "train.num_workers=0")
     check_int(cfg, "train.threads", 1, "train.threads=1 (null: torch's default)", optional=True)
     check_int(cfg, "train.max_bad_steps", 1, "train.max_bad_steps=20")
+    check_int(cfg, "train.audio_every", 0, "train.audio_every=4 (0: never)", optional=True)
     check_int(cfg, "checkpoint.every_steps", 0, "checkpoint.every_steps=50 (0: epoch ends only)")
     check_int(cfg, "eval.batch_size", 1, "eval.batch_size=16")
     check_int(cfg, "eval.last_epochs", 0, "eval.last_epochs=10")
@@ -119,7 +124,11 @@ def _validate_snr(snr: Any) -> None:
 
 def _validate_model(cfg: dict[str, Any]) -> None:
     if not isinstance(cfg["model"].get("name"), str):
-        raise ConfigError(f"model.name must be a model name, got {cfg['model'].get('name')!r}")
+        raise ConfigError(
+            f"model.name must be a model name, got {cfg['model'].get('name')!r} "
+            "(e.g. model=sudormrf_cpu)"
+        )
+    model_samples = validate_model_keys(cfg["model"])  # each size key of a registered model
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
     try:  # the name, its argument names, an optional dependency (torchaudio): before any work
         check_model(cfg["model"]["name"], kwargs)
@@ -137,6 +146,22 @@ def _validate_model(cfg: dict[str, Any]) -> None:
             f"model.num_sources={sources!r} but dataset.n_sources="
             f"{cfg['dataset']['n_sources']}: the model must output one signal per source "
             "(drop the model.num_sources override; it follows dataset.n_sources)"
+        )
+    _check_segment(cfg, model_samples)
+
+
+def _check_segment(cfg: dict[str, Any], model_samples: int) -> None:
+    """The segment holds a non-silent crop and at least the model's padding multiple."""
+    data = cfg["dataset"]
+    rate, samples = data["sample_rate"], round(data["segment_seconds"] * data["sample_rate"])
+    need = max(model_samples, round(MIN_SEGMENT_SECONDS * rate))
+    if samples < need:
+        raise ConfigError(
+            f"dataset.segment_seconds={data['segment_seconds']} gives {samples} samples at "
+            f"dataset.sample_rate={rate}; at least {need} are needed ({MIN_SEGMENT_SECONDS} s "
+            f"for a crop that is not silent, {model_samples} for model {cfg['model']['name']}'s "
+            f"padding): set dataset.segment_seconds >= {need / rate:g} "
+            "(e.g. dataset.segment_seconds=1)"
         )
 
 

@@ -114,8 +114,17 @@ DIGEST_KEY = "manifest_sha256"  # dataset.manifest_sha256.<group>: what a run wa
 
 
 def manifest_digest(path: str | Path) -> str:
-    """SHA-256 of a manifest file's bytes: its rows, splits and header (the corpus root)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a manifest's rows: what decides the data (files, splits, classes, lengths).
+
+    Its ``#`` header lines (the corpus root, the date) are left out, so a corpus that only
+    moved keeps its digest.
+    """
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.startswith(b"#"):
+                hasher.update(line.rstrip(b"\r\n") + b"\n")
+    return hasher.hexdigest()
 
 
 def record_manifests(dataset: dict[str, Any]) -> dict[str, Any]:

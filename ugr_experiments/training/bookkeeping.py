@@ -5,11 +5,17 @@ the run (after saving) on a stop signal or when training diverges.
 SIGINT or SIGTERM arrives, and when ``train.max_bad_steps`` non-finite steps in a row stop the
 run; ``best.pt`` when the validation score improves. What a checkpoint holds is decided in one
 place, ``training.resume.checkpoint_content``.
+
+A non-finite validation score never improves on the best one. While no epoch has had a finite
+score there are no best-validation weights for the final test, so such an epoch stops the run
+(after its ``last.pt``) instead of training on to a test that cannot run; once a finite score
+exists, a non-finite one is only warned about (the test uses ``best.pt``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from ugr_experiments.training.checkpoint import (
@@ -29,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many non-finite steps in a row; the message says what to try."""
+    """Too many non-finite steps in a row, or no finite validation score; the message says
+    what to try."""
 
 
 def save_last(parts: RunParts, state: TrainState) -> Path:
@@ -77,13 +84,17 @@ def end_epoch(parts: RunParts, state: TrainState, stop: StopRequest, valid: floa
         stop: the stop signal, if one arrived.
         valid: this epoch's mean validation SI-SDRi.
     """
-    improved = valid > state.best
+    improved = valid > state.best  # False for nan
     if improved:
         state.best, state.best_epoch = valid, state.epoch + 1
+    elif not math.isfinite(valid):
+        log.warning("validation SI-SDRi of epoch %d is %s", state.epoch + 1, valid)
     state.next_epoch()
     if improved and parts.runtime.is_main:
         save_checkpoint(checkpoint_content(parts, state), checkpoint_dir(parts.run_dir) / BEST)
     path = save_last(parts, state)
+    if not math.isfinite(valid) and state.best_epoch < 1:
+        raise TrainingDiverged(_never_finite_message(parts, state, valid, path))
     if stop_requested(parts, stop):
         _interrupt(parts, state, stop, path)
 
@@ -102,10 +113,26 @@ def _diverged_message(parts: RunParts, state: TrainState, path: Path) -> str:
         f"{state.bad_in_row} non-finite losses or gradients in a row (steps {first}-"
         f"{state.step}, train.max_bad_steps={settings.max_bad_steps}): training "
         f"stopped. No skipped step changed the weights; those after step {first - 1} are "
-        f"saved in {path}. To fix: lower optim.lr (now {settings.lr}), keep "
-        f"optim.grad_clip set (now {settings.grad_clip}), lower alpha (now "
-        f"{settings.alpha}), or check the data for silent or broken audio; then start a new "
-        "run, or continue this one with `resume=true train.max_bad_steps=<more>`"
+        f"saved in {path}. To fix: {_fixes(parts)}; then start a new run, or continue this one "
+        "with `resume=true train.max_bad_steps=<more>`"
+    )
+
+
+def _fixes(parts: RunParts) -> str:
+    settings = parts.settings
+    return (
+        f"lower optim.lr (now {settings.lr}), keep optim.grad_clip set (now "
+        f"{settings.grad_clip}), lower alpha (now {settings.alpha}), or check the data for "
+        "silent or broken audio"
+    )
+
+
+def _never_finite_message(parts: RunParts, state: TrainState, valid: float, path: Path) -> str:
+    return (
+        f"validation SI-SDRi of epoch {state.epoch} is {valid} and no epoch so far had a finite "
+        "one: there are no best-validation weights to test, so training stopped (the weights "
+        f"after epoch {state.epoch} are saved in {path}). To fix: {_fixes(parts)}; then start "
+        "a new run in another hydra.run.dir"
     )
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from ugr_experiments.analysis.tables import summarize, to_markdown, write_table
 from ugr_experiments.config import check_paths, to_plain
+from ugr_experiments.data.checks import check_data
 from ugr_experiments.data.manifest import record_manifests
 from ugr_experiments.inference.evaluate import audio_due, evaluate_rows, first_items, log_audio
 from ugr_experiments.losses import neg_sisdri
@@ -205,38 +207,78 @@ def log_step(
             writer.add_scalar(f"pmf/{key}", value, step)
 
 
-def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+class RunStart(NamedTuple):
+    """What :func:`start_run` established before any work."""
+
+    cfg: dict[str, Any]  # plain and validated
+    runtime: distributed.Runtime
+    run_dir: Path  # rank 0's under DDP
+    data: dict[str, dict[str, str]]  # manifests read and their digests
+    checkpoint: dict[str, Any] | None  # to continue from; None: a new run
+
+
+def start_run(cfg: Any, run_dir: Path) -> RunStart:
+    """Every check that can refuse a run, before anything is written: config values, paths,
+    every audio file the run reads, and (``resume=true``) the checkpoint and its config and data.
+    """
+    cfg = to_plain(cfg)
+    check_paths(cfg)
+    cfg["dataset"] = record_manifests(cfg["dataset"])  # absolute paths + digests (ugr-evaluate)
+    data = check_data(cfg["dataset"])  # every file of the splits used; manifest digests
+    rt = distributed.setup(cfg["device"], cfg["train"].get("precision", "fp32"))
+    run_dir = collectives.shared_path(run_dir, rt)  # every rank writes into rank 0's
+    # resume=true: the newest usable checkpoint (config or data differences that change the
+    # result are refused); None: a new run. See ugr_experiments/training/resume.py.
+    checkpoint = resume.resume_checkpoint(cfg, run_dir, data, rt.device.type == "cpu")
+    return RunStart(cfg, rt, run_dir, data, checkpoint)
+
+
+def run(
+    cfg: Any, run_dir: str | Path, on_accept: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """Train, validate each epoch, test, and write the run directory's files (DESIGN.md 6).
 
     Args:
         cfg: the composed Hydra config (or an equivalent plain dict).
         run_dir: where every output goes; created if missing.
+        on_accept: called once every check has passed, before the run directory is first
+            written (the entry point records Hydra's files then: a refused command leaves an
+            existing run as it was).
 
     Returns:
         The contents of ``run.json``.
     """
     start = time.time()
-    cfg = to_plain(cfg)
-    check_paths(cfg)
-    cfg["dataset"] = record_manifests(cfg["dataset"])  # absolute paths + digests (ugr-evaluate)
-    rt = distributed.setup(cfg["device"], cfg["train"].get("precision", "fp32"))
-    run_dir = collectives.shared_path(Path(run_dir), rt)  # every rank writes into rank 0's
-    # resume=true: the newest usable checkpoint (config differences that change the result
-    # are refused); None: a new run. See ugr_experiments/training/resume.py.
-    checkpoint = resume.resume_checkpoint(cfg, run_dir)
-    if (done := resume.finished_run(checkpoint, run_dir, cfg["train"]["epochs"])) is not None:
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rt.is_main:  # under DDP, rank 0 writes the run directory's files
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    parts = build_parts(cfg, run_dir, rt)
-    state = resume.restore(parts, checkpoint)  # where training is: epoch, batch, step, best, ...
-    start -= state.elapsed
-    n_params = sum(p.numel() for p in parts.model.parameters())
-    log.info("model: %s parameters on %s", f"{n_params:,}", parts.device)
-    # Events after the checkpoint's step (written before a crash) are hidden: no duplicates.
-    writer = collectives.make_writer(run_dir / "tb", rt, purge_step=state.step + 1)
-    rows = train_and_test(parts, state, writer, start)
+    with stop_on_signals(Path(run_dir)) as stop:  # SIGINT / SIGTERM in every phase
+        cfg, rt, run_dir, data, checkpoint = start_run(cfg, Path(run_dir))
+        if (done := resume.finished_run(checkpoint, run_dir, cfg["train"]["epochs"])) is not None:
+            return done
+        if on_accept is not None:
+            on_accept()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if rt.is_main:  # under DDP, rank 0 writes the run directory's files
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        parts = build_parts(cfg, run_dir, rt, data)
+        state = resume.restore(parts, checkpoint)  # where training is: epoch, batch, step, ...
+        start -= state.elapsed
+        n_params = sum(p.numel() for p in parts.model.parameters())
+        log.info("model: %s parameters on %s", f"{n_params:,}", parts.device)
+        # Events after the checkpoint's step (written before a crash) are hidden: no duplicates.
+        writer = collectives.make_writer(run_dir / "tb", rt, purge_step=state.step + 1)
+        rows = train_and_test(parts, state, writer, start, stop)
+        return report(cfg, parts, state, writer, rows, start)
+
+
+def report(
+    cfg: dict[str, Any],
+    parts: RunParts,
+    state: TrainState,
+    writer: Writer,
+    rows: pd.DataFrame,
+    start: float,
+) -> dict[str, Any]:
+    """The table of the test rows, TensorBoard's HParams, and (rank 0) the run's files."""
+    rt = parts.runtime
     extra = {"best_epoch": state.best_epoch, "best_valid_sisdri": state.best, "steps": state.step}
     extra["world_size"] = rt.world_size  # processes (DDP ranks) that trained
     table = summarize(rows)
@@ -245,11 +287,11 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     writer.close()
     if not rt.is_main:  # every rank holds all the rows; rank 0 writes them
         return {**extra, "test_sisdri_mean": overall(table, ["mean"])["mean"]}
-    return finish(cfg, run_dir, rows, table, start, extra)
+    return finish(cfg, parts.run_dir, rows, table, start, extra)
 
 
 def train_and_test(
-    parts: RunParts, state: TrainState, writer: Writer, start: float
+    parts: RunParts, state: TrainState, writer: Writer, start: float, stop: StopRequest
 ) -> pd.DataFrame:
     """Every epoch left, then the test rows: the best-validation weights' (default), or each
     of the last ``eval.last_epochs`` epochs' (read back from disk for epochs before a resume).
@@ -258,7 +300,7 @@ def train_and_test(
     test_rows = resume.load_test_rows(
         parts.run_dir, state.epoch, settings.epochs, settings.last_epochs
     )
-    with stop_on_signals() as stop:  # SIGINT / SIGTERM: save a checkpoint and exit cleanly
+    with stop.training():  # SIGINT / SIGTERM: finish the step, save a checkpoint, exit cleanly
         for epoch in range(state.epoch, settings.epochs):
             stats = train_epoch(parts, state, stop, writer)
             parts.scheduler.step()

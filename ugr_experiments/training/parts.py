@@ -8,7 +8,7 @@ Where the run *is* (epoch, step, best score, ...) lives in ``training.state.Trai
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,8 @@ class RunParts:
         run_dir: where every output goes.
         settings: the loop's plain config values.
         config_text: the resolved config as YAML, as checkpoints store it.
+        data: the manifests the run reads and their digests (``data.checks.check_data``),
+            as checkpoints store them.
     """
 
     model: torch.nn.Module
@@ -116,6 +118,7 @@ class RunParts:
     run_dir: Path
     settings: LoopSettings
     config_text: str
+    data: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -185,13 +188,19 @@ def eval_loaders(
     )
 
 
-def build_parts(cfg: dict[str, Any], run_dir: Path, rt: Runtime | None = None) -> RunParts:
+def build_parts(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    rt: Runtime | None = None,
+    data_digests: dict[str, dict[str, str]] | None = None,
+) -> RunParts:
     """Everything a run needs, from plain config values, in an order that keeps runs seeded.
 
     Args:
         cfg: the plain, validated config.
         run_dir: the run directory.
         rt: this process's runtime (None: set up from ``cfg``, joining torchrun's group).
+        data_digests: the manifests the run reads and their digests, kept in checkpoints.
 
     Raises:
         ConfigError: a global batch the world size does not divide (before building anything).
@@ -229,4 +238,5 @@ def build_parts(cfg: dict[str, Any], run_dir: Path, rt: Runtime | None = None) -
         run_dir=run_dir,
         settings=LoopSettings.from_config(cfg, len(train_set) // tr["batch_size"]),
         config_text=yaml.safe_dump(cfg, sort_keys=False),
+        data=dict(data_digests or {}),
     )

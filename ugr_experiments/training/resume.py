@@ -69,16 +69,25 @@ EXACT_FLOATS: dict[str, Any] = {} if PANDAS_3 else {"float_precision": "round_tr
 # ---------------------------------------------------------------------------------------------
 
 
-def resume_checkpoint(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any] | None:
+def resume_checkpoint(
+    cfg: dict[str, Any],
+    run_dir: str | Path,
+    data: dict[str, dict[str, str]] | None = None,
+    on_cpu: bool = True,
+) -> dict[str, Any] | None:
     """The checkpoint a run continues from, or None for a new run.
 
     Args:
         cfg: the plain, validated config of this run.
         run_dir: the run directory (``hydra.run.dir``).
+        data: the manifests this run reads and their digests (``data.checks.check_data``);
+            they must be the checkpoint's (checkpoints without them are not compared).
+        on_cpu: the run trains on the CPU (``train.threads`` then changes the result).
 
     Raises:
         ConfigError: ``resume=false`` but the directory holds a run's checkpoints; or the
-            config differs from the checkpoint's in keys that change the result (listed).
+            config differs from the checkpoint's in keys that change the result (listed);
+            or the data differs (both manifests named).
         CheckpointError: checkpoints exist but none is usable, or ``best.pt`` (needed by the
             final test) is damaged.
     """
@@ -96,7 +105,8 @@ def resume_checkpoint(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any
         )
         return None
     path, checkpoint = found
-    differences = result_differences(yaml.safe_load(checkpoint["config"]), cfg)
+    differences = result_differences(yaml.safe_load(checkpoint["config"]), cfg, on_cpu)
+    differences += data_differences(checkpoint.get("data"), data or {})
     if differences:
         raise ConfigError(_differences_message(run_dir, path, checkpoint, differences))
     _check_best(cfg, run_dir, checkpoint)
@@ -121,6 +131,29 @@ def _refuse_to_overwrite(run_dir: Path) -> None:
         )
 
 
+def data_differences(
+    saved: dict[str, dict[str, str]] | None, current: dict[str, dict[str, str]]
+) -> list[str]:
+    """``data.<group>: ...`` lines for each manifest whose rows differ from the checkpoint's.
+
+    Only the digests count: a manifest that moved (``paths.manifests``) with the same rows is
+    the same data. A checkpoint without digests (older versions) is not compared.
+    """
+    if saved is None:
+        return []
+    lines = []
+    for group in sorted(set(saved) | set(current)):
+        old, new = saved.get(group, {}), current.get(group, {})
+        if old.get("digest") != new.get("digest"):
+            lines.append(
+                f"data.{group}: the checkpoint trained on {old.get('manifest', '(none)')} "
+                f"(rows sha256 {old.get('digest', '-')[:12]}), this run reads "
+                f"{new.get('manifest', '(none)')} (rows sha256 {new.get('digest', '-')[:12]}): "
+                "other data"
+            )
+    return lines
+
+
 def _differences_message(
     run_dir: Path, path: Path, checkpoint: dict[str, Any], differences: list[str]
 ) -> str:
@@ -136,7 +169,15 @@ def _differences_message(
 def _check_best(cfg: dict[str, Any], run_dir: Path, checkpoint: dict[str, Any]) -> None:
     """The final test (eval.last_epochs=0) needs the best-validation weights: check them now."""
     best_epoch = checkpoint["train_state"]["best_epoch"]
-    if cfg["eval"]["last_epochs"] or best_epoch < 1:
+    if cfg["eval"]["last_epochs"]:
+        return
+    if best_epoch < 1:
+        if checkpoint["epoch"] >= cfg["train"]["epochs"]:
+            raise CheckpointError(
+                f"{run_dir} trained all its {checkpoint['epoch']} epoch(s) but no validation "
+                "SI-SDRi was finite: there are no best-validation weights for the final test. "
+                "Start a new run in another hydra.run.dir (e.g. with a lower optim.lr)"
+            )
         return
     try:
         load_checkpoint(checkpoint_dir(run_dir) / BEST)
@@ -179,6 +220,7 @@ def checkpoint_content(parts: RunParts, state: TrainState) -> dict[str, Any]:
         "scheduler": parts.scheduler.state_dict(),
         "rng": rng_state(),
         "config": parts.config_text,
+        "data": parts.data,
         "train_state": state.to_dict(),
         "epoch": state.epoch,
         "batch": state.batch,
