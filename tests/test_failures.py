@@ -181,11 +181,10 @@ def test_a_bad_model_size_stops_before_the_run_dir_is_written(tmp_path):
 
 def test_a_model_registers_its_own_keys(monkeypatch):
     """A new model declares its keys, bounds and padding under its name; they are checked."""
-    from ugr_experiments.config import models
-
     from torch import nn
 
     from ugr_experiments import models as networks
+    from ugr_experiments.config import models
 
     class ToyModel(nn.Module):
         def __init__(self, width: int = 8) -> None:
