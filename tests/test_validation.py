@@ -68,6 +68,13 @@ BAD_INPUTS = [
     (["model.in_channels=abc"], r"model.in_channels must be an integer in \[1, 8192\], got 'abc'"),
     (["+model.depth=3"], r"model.depth is not an option of model 'sudormrf'; its options are"),
     (["model.name=sudormrf_1x", "model.num_blocks=-1"], r"model.num_blocks must be an integer in"),
+    (["model=sudormrf_improved_cpu", "model.upsampling_depth=30"], r"upsampling_depth must be an"),
+    (["model=sudormrf_gc_cpu", "model.group_size=0"], r"model.group_size must be an integer in \["),
+    (["model=convtasnet_cpu", "model.msk_num_layers=0"], r"model.msk_num_layers must be an integ"),
+    (
+        ["model=sudormrf_improved_cpu", "model.upsampling_depth=9", "dataset.segment_seconds=0.1"],
+        r"at least 5120 are needed .*5120 for model sudormrf_improved.s padding",
+    ),
     # issue 13: a segment too short for a non-silent crop or for the model's padding
     (["dataset.segment_seconds=0.002"], r"gives 16 samples .*set dataset.segment_seconds >= 0.1 "),
     (
