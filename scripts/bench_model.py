@@ -434,13 +434,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a local clone of etzinis/sudo_rm_rf: adds the variant 'authors' (their class)",
     )
     p.add_argument("--rtf-seconds", type=float, default=60.0, help="recording for the RTF")
-    p.add_argument(
-        "--chunk-seconds",
-        type=float,
-        nargs="+",
-        default=[8.0],
-        help="chunk lengths for the RTF (as ugr-separate's --chunk-seconds; 0: one pass)",
-    )
+    chunk_help = "chunk lengths for the RTF (as ugr-separate's; 0: one pass)"
+    p.add_argument("--chunk-seconds", type=float, nargs="+", default=[8.0], help=chunk_help)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument(

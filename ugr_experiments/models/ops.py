@@ -196,7 +196,8 @@ def _gn_prelu_backward_one(
     where the whole batch's do not; and the PReLU part takes three passes instead of five:
     ``g_pos`` (the gradient where the normalised ``y > 0``), one ``lerp`` for the gradient
     of ``y`` (``g_pos + slope * (g - g_pos)``) and a batched dot product for the slope's
-    gradient (``sum (g - g_pos) * y``), which writes no full-size temporary.
+    gradient (``sum (g - g_pos) * y``, an ``einsum``: several times faster here than ``bmm``
+    or a product and a sum).
 
     Shape:
         grad, x, out (1, C, F); mean, rstd (1, 1); gamma, beta, slope (C,) -> (3, C): the
@@ -207,7 +208,7 @@ def _gn_prelu_backward_one(
     shift = beta.view(1, c, 1) - mean.view(1, 1, 1) * scale  # (1, C, 1)
     y = torch.addcmul(shift, x, scale)  # the normalised tensor again, (1, C, F)
     g_pos = torch.ops.aten.threshold_backward(grad, y, 0)  # grad where y > 0
-    grad_slope = torch.bmm((grad - g_pos).view(c, 1, f), y.view(c, f, 1)).view(c)
+    grad_slope = torch.einsum("bcf,bcf->c", grad - g_pos, y)  # (C,)
     del y
     grad_y = torch.lerp(g_pos, grad, slope.view(1, c, 1))  # grad * (1 or slope)
     del g_pos
