@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant in order:
                 print(f"[{config} {variant}: time, round {rnd + 1}]", flush=True, file=sys.stderr)
                 results.append(run_worker(config, variant, "time", args))
+                steps = ", ".join(f"{t:.2f}" for t in results[-1].get("steps_s", []))
+                print(f"  steps (s): {steps}", flush=True, file=sys.stderr)
         for variant in args.variants:
             print(f"[{config} {variant}: peak memory]", flush=True, file=sys.stderr)
             results.append(run_worker(config, variant, "memory", args))
