@@ -29,10 +29,13 @@ with the same seeded weights and measure, at batch ``--batch`` x ``--seconds`` s
 (never fetched); ``reference`` is our direct formulation (``tests/reference_sudormrf.py``).
 
 The timing processes run interleaved: fast, reference, then reference, fast in the next
-round (``--rounds``), so a load change on a shared machine hits both. OpenMP threads
-sleep while waiting by default (``--omp-wait-policy``): spinning threads stall for whole
-scheduler slices when other processes share the cores. Ratios are reference (or authors) /
-fast for times and fast / reference for memory.
+round (``--rounds``), so a load change on a shared machine hits both. Besides wall time,
+each step's CPU time (``time.process_time``: all threads of the process) is recorded: on a
+machine whose cores other jobs share, wall time also counts the time the process waited
+for a core, CPU time mostly not, so the CPU-time ratio is the steadier of the two there.
+OpenMP threads sleep while waiting by default (``--omp-wait-policy``): spinning threads
+stall for whole scheduler slices when other processes share the cores. Ratios are
+reference (or authors) / fast for times and fast / reference for memory.
 """
 
 from __future__ import annotations
@@ -200,9 +203,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    cpu_s: list[float] = []  # CPU seconds of each step, all threads (see the docstring)
+
     def step() -> float:
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with autocast:
             est = run(mix)  # (B, S, T)
@@ -210,6 +215,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         _weigh(loss).backward()
         opt.step()
         sync()
+        cpu_s.append(time.process_time() - cpu)
         return time.perf_counter() - start
 
     base_mb = _peak_mb(device)
@@ -225,7 +231,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         }
     for _ in range(args.warmup):
         step()
+    del cpu_s[:]
     steps = [step() for _ in range(args.steps)]
+    step_cpu = list(cpu_s)
     peak_mb = _peak_mb(device)
 
     infer: dict[str, float] = {}
@@ -263,6 +271,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "params": n_params,
         "step_s": statistics.median(steps),
         "steps_s": steps,
+        "steps_cpu_s": step_cpu,
         "peak_mb": peak_mb,
         "base_mb": base_mb,
         "infer_s": infer,
@@ -318,6 +327,7 @@ def _merge(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
         else:
             m["steps_s"] += r["steps_s"]
             m.setdefault("round_s", []).append(statistics.median(r["steps_s"]))
+            m.setdefault("round_cpu_s", []).append(statistics.median(r["steps_cpu_s"]))
             m["rss_mb"] = max(m.get("rss_mb", 0.0), r["peak_mb"])
             m["weighting_s"], m["params"] = r["weighting_s"], r["params"]
             for k, v in r["infer_s"].items():
@@ -350,12 +360,14 @@ def _ratio_row(config: str, base: str, fast: dict[str, Any], ref: dict[str, Any]
     ]
     label = {"reference": "ref/fast (mem f/r)", "authors": "auth/fast (mem f/a)"}[base]
     print(f"{config:6} {label:18} {'':>10} " + " ".join(f"{c:>11}" for c in cells))
-    pairs = [b / a for a, b in zip(fast.get("round_s", []), ref.get("round_s", []), strict=False)]
-    if pairs:
-        print(
-            f"{config:6} {base}/fast step, median of {len(pairs)} interleaved round ratios: "
-            f"{statistics.median(pairs):.2f}x ({', '.join(f'{p:.2f}' for p in pairs)})"
-        )
+    for clock in ("round_s", "round_cpu_s"):
+        pairs = [b / a for a, b in zip(fast.get(clock, []), ref.get(clock, []), strict=False)]
+        if pairs:
+            print(
+                f"{config:6} {base}/fast step {'CPU' if 'cpu' in clock else 'wall'} time, "
+                f"median of {len(pairs)} interleaved round ratios: "
+                f"{statistics.median(pairs):.2f}x ({', '.join(f'{p:.2f}' for p in pairs)})"
+            )
 
 
 def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace) -> None:
