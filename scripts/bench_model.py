@@ -4,18 +4,23 @@
     python scripts/bench_model.py --configs 1x --steps 5 --rounds 2 --json bench.json
     python scripts/bench_model.py --configs improved_1x gc_1x      # SuDoRM-RF++ and its GC form
     python scripts/bench_model.py --device cuda                    # + bf16 autocast, torch.compile
+    python scripts/bench_model.py --configs 1x --authors-repo ~/sudo_rm_rf   # + the authors' class
 
 Each configuration is a preset of ``ugr_experiments.models`` (``1x`` is ``sudormrf_1x``,
 ``improved_1x`` is ``sudormrf_improved_1x``, ...); its reference is the direct formulation
 of that network in ``tests/`` (``reference_sudormrf.py``, ``reference_sudormrf_pp.py``).
 
 For each configuration (``--configs``) and variant (``--variants``: ``fast``, ``reference``,
-optionally with ``+bf16`` and/or ``+compile``), subprocesses build the network with the
-same seeded weights and measure, at batch ``--batch`` x ``--seconds`` s x ``--sample-rate``:
+``authors``, optionally with ``+bf16`` and/or ``+compile``), subprocesses build the network
+with the same seeded weights and measure, at batch ``--batch`` x ``--seconds`` s x
+``--sample-rate``:
 
 - the training step (forward, PIT negative SI-SDRi from ``ugr_experiments.losses``, robust
   UGR weighting, backward, Adam): ``--warmup`` untimed steps, then the median of ``--steps``;
 - inference (``torch.inference_mode``) at batch 1 and 4: the median of ``--infer-reps``;
+- the real-time factor of separation: seconds of audio separated per second of wall time
+  for a ``--rtf-seconds`` (60) recording at batch 1, cut into chunks of each of
+  ``--chunk-seconds`` as ``ugr-separate`` cuts it (0: the whole recording in one pass);
 - the cost of the reweighting alone (scores, softmax, weighted sum on the (B, S) loss);
 - the peak memory of one training step, in a process of its own (a process's peak never
   goes down). CPU: the maximum resident set size with glibc told to map every block of
@@ -24,16 +29,24 @@ same seeded weights and measure, at batch ``--batch`` x ``--seconds`` s x ``--sa
   adds heap fragmentation, which varies from run to run). CUDA:
   ``torch.cuda.max_memory_allocated``.
 
+``authors`` is the authors' own ``SuDORMRF`` class (etzinis/sudo_rm_rf,
+``sudo_rm_rf/dnn/models/sudormrf.py``), imported from the clone given by ``--authors-repo``
+(never fetched); ``reference`` is our direct formulation (``tests/reference_sudormrf.py``).
+
 The timing processes run interleaved: fast, reference, then reference, fast in the next
-round (``--rounds``), so a load change on a shared machine hits both. OpenMP threads
-sleep while waiting by default (``--omp-wait-policy``): spinning threads stall for whole
-scheduler slices when other processes share the cores. Ratios are reference / fast for
-times and fast / reference for memory.
+round (``--rounds``), so a load change on a shared machine hits both. Besides wall time,
+each step's CPU time (``time.process_time``: all threads of the process) is recorded: on a
+machine whose cores other jobs share, wall time also counts the time the process waited
+for a core, CPU time mostly not, so the CPU-time ratio is the steadier of the two there.
+OpenMP threads sleep while waiting by default (``--omp-wait-policy``): spinning threads
+stall for whole scheduler slices when other processes share the cores. Ratios are
+reference (or authors) / fast for times and fast / reference for memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -56,6 +69,8 @@ from reference_sudormrf_pp import (  # noqa: E402
     ReferenceImprovedSuDORMRF,
 )
 
+from ugr_experiments.inference.chunks import ChunkPlan  # noqa: E402
+from ugr_experiments.inference.separate import separate_chunked  # noqa: E402
 from ugr_experiments.losses import neg_sisdri  # noqa: E402
 from ugr_experiments.models import PRESETS, build_model, resolve  # noqa: E402
 from ugr_experiments.weighting import Progress, RobustWeighting, pmf, weighted_loss  # noqa: E402
@@ -77,15 +92,96 @@ REFERENCES: dict[str, type[nn.Module]] = {
 # ---------------------------------------------------------------------------------------
 
 
-def _build(config: str, variant: str, num_sources: int) -> nn.Module:
-    name, sizes = resolve(CONFIGS[config], {"num_sources": num_sources})
+AUTHORS_FILE = Path("sudo_rm_rf", "dnn", "models", "sudormrf.py")
+
+
+def load_authors_class(repo: str | os.PathLike[str]) -> type[nn.Module]:
+    """The authors' ``SuDORMRF`` class, imported from a local clone of etzinis/sudo_rm_rf.
+
+    Args:
+        repo: the clone's root (or the path of ``sudormrf.py`` itself).
+
+    Raises:
+        FileNotFoundError: no ``sudo_rm_rf/dnn/models/sudormrf.py`` there.
+    """
+    path = Path(repo).expanduser()
+    path = path if path.is_file() else path / AUTHORS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no authors' model at {path}: pass the root of a clone of "
+            "https://github.com/etzinis/sudo_rm_rf (or the path of its sudormrf.py)"
+        )
+    spec = importlib.util.spec_from_file_location("authors_sudormrf", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SuDORMRF
+
+
+class ChannelInput(nn.Module):
+    """Feeds (B, T) mixtures to a network that takes (B, 1, T) (the authors' class)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.lcm = getattr(net, "lcm", 1)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        return self.net(mix.unsqueeze(1))
+
+
+def build_variant(
+    preset: str, variant: str, num_sources: int = 2, authors_repo: str | None = None
+) -> nn.Module:
+    """The network of ``preset`` in one formulation, with the same seeded weights for all.
+
+    Args:
+        preset: a model or preset name of ``ugr_experiments.models``.
+        variant: ``fast`` (ours), ``reference`` (the direct formulation in ``tests/``) or
+            ``authors`` (their original class from ``authors_repo``); a ``+flag`` suffix is
+            ignored.
+        num_sources: S.
+        authors_repo: a clone of etzinis/sudo_rm_rf (for ``authors``).
+    """
+    name, sizes = resolve(preset, {"num_sources": num_sources})
     torch.manual_seed(0)
-    model = build_model(name, **sizes)  # the same weights for both variants
-    if variant.split("+")[0] == "reference":
-        ref = REFERENCES[name](**sizes)
-        ref.load_state_dict(model.state_dict())
-        return ref
-    return model
+    model = build_model(name, **sizes)  # the same weights for every variant
+    kind = variant.split("+")[0]
+    if kind == "fast":
+        return model
+    if kind == "authors":
+        if authors_repo is None:
+            raise ValueError("variant 'authors' needs --authors-repo PATH (a clone of their repo)")
+        if name != "sudormrf":
+            raise ValueError(f"variant 'authors' exists for the original Sudo rm -rf, not {name!r}")
+        other = load_authors_class(authors_repo)(**sizes)
+        other.load_state_dict(model.state_dict())  # their names and shapes are ours
+        return ChannelInput(other)
+    if kind != "reference":
+        raise ValueError(f"unknown variant {variant!r}; choose from fast, reference, authors")
+    ref = REFERENCES[name](**sizes)
+    ref.load_state_dict(model.state_dict())
+    return ref
+
+
+def separation_rtf(
+    model: nn.Module, seconds: float, chunk_seconds: float, sample_rate: int, device: str
+) -> float:
+    """Seconds of audio separated per second of wall time, chunked as ``ugr-separate`` does.
+
+    A ``seconds`` long recording at batch 1 (one chunk per forward pass);
+    ``chunk_seconds`` 0: the whole recording in one pass.
+    """
+    mix = torch.randn(round(seconds * sample_rate), generator=torch.Generator().manual_seed(2))
+    plan = None
+    if chunk_seconds > 0:
+        multiple = int(getattr(model, "lcm", 1) or 1)
+        plan = ChunkPlan.from_seconds(chunk_seconds, 0.5, 0.25, sample_rate, multiple)
+    start = time.perf_counter()
+    separate_chunked(model, mix, plan, batch_size=1, device=device)  # inference mode inside
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return seconds / (time.perf_counter() - start)
 
 
 _ROBUST = RobustWeighting(alpha=0.2)
@@ -108,7 +204,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     config, variant = args.worker
     flags = set(variant.split("+")[1:])
-    model = _build(config, variant, args.num_sources).to(device)
+    model = build_variant(CONFIGS[config], variant, args.num_sources, args.authors_repo)
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     length = round(args.seconds * args.sample_rate)
     gen = torch.Generator().manual_seed(1)
@@ -122,9 +219,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    cpu_s: list[float] = []  # CPU seconds of each step, all threads (see the docstring)
+
     def step() -> float:
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with autocast:
             est = run(mix)  # (B, S, T)
@@ -132,6 +231,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         _weigh(loss).backward()
         opt.step()
         sync()
+        cpu_s.append(time.process_time() - cpu)
         return time.perf_counter() - start
 
     base_mb = _peak_mb(device)
@@ -147,7 +247,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         }
     for _ in range(args.warmup):
         step()
+    del cpu_s[:]
     steps = [step() for _ in range(args.steps)]
+    step_cpu = list(cpu_s)
     peak_mb = _peak_mb(device)
 
     infer: dict[str, float] = {}
@@ -164,6 +266,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 if i:  # the first call warms up
                     times.append(time.perf_counter() - start)
         infer[f"b{batch}"] = statistics.median(times)
+    with autocast:
+        rtf = {
+            f"{c:g}": separation_rtf(run, args.rtf_seconds, c, args.sample_rate, device)
+            for c in args.chunk_seconds
+        }
 
     loss = torch.randn(args.batch, args.num_sources, device=device, requires_grad=True)
     reps = 500
@@ -180,9 +287,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "params": n_params,
         "step_s": statistics.median(steps),
         "steps_s": steps,
+        "steps_cpu_s": step_cpu,
         "peak_mb": peak_mb,
         "base_mb": base_mb,
         "infer_s": infer,
+        "rtf": rtf,
         "weighting_s": weighting_s,
     }
 
@@ -196,8 +305,11 @@ def run_worker(config: str, variant: str, mode: str, args: argparse.Namespace) -
     cmd = [sys.executable, __file__, "--worker", config, variant, "--mode", mode]
     for key in ("device", "threads", "batch", "seconds", "sample_rate", "num_sources"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    for key in ("steps", "warmup", "infer_reps"):
+    for key in ("steps", "warmup", "infer_reps", "rtf_seconds"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    cmd += ["--chunk-seconds", *map(str, args.chunk_seconds)]
+    if args.authors_repo:
+        cmd += ["--authors-repo", str(args.authors_repo)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     if args.omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
@@ -230,19 +342,48 @@ def _merge(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
             m["peak_mb"], m["params"] = r["peak_mb"], r["params"]
         else:
             m["steps_s"] += r["steps_s"]
+            m.setdefault("round_s", []).append(statistics.median(r["steps_s"]))
+            m.setdefault("round_cpu_s", []).append(statistics.median(r["steps_cpu_s"]))
             m["rss_mb"] = max(m.get("rss_mb", 0.0), r["peak_mb"])
             m["weighting_s"], m["params"] = r["weighting_s"], r["params"]
             for k, v in r["infer_s"].items():
                 m["infer"].setdefault(k, []).append(v)
+            for k, v in r.get("rtf", {}).items():
+                m.setdefault("rtfs", {}).setdefault(k, []).append(v)
     for m in merged.values():
         if m["steps_s"]:
             m["step_s"] = statistics.median(m["steps_s"])
             m["infer_s"] = {k: statistics.median(v) for k, v in m["infer"].items()}
+            m["rtf"] = {k: statistics.median(v) for k, v in m.get("rtfs", {}).items()}
     return merged
 
 
 def _ratio(num: float | None, den: float | None) -> str:
     return f"{num / den:.2f}x" if num and den else "-"
+
+
+def _ratio_row(config: str, base: str, fast: dict[str, Any], ref: dict[str, Any]) -> None:
+    """``base`` / fast for times, fast / ``base`` for memory; the median of pair ratios too."""
+    if not fast or not ref:
+        return
+    fi, ri = fast.get("infer_s", {}), ref.get("infer_s", {})
+    cells = [
+        _ratio(ref.get("step_s"), fast.get("step_s")),
+        _ratio(fast.get("peak_mb"), ref.get("peak_mb")),
+        _ratio(fast.get("rss_mb"), ref.get("rss_mb")),
+        _ratio(ri.get("b1"), fi.get("b1")),
+        _ratio(ri.get("b4"), fi.get("b4")),
+    ]
+    label = {"reference": "ref/fast (mem f/r)", "authors": "auth/fast (mem f/a)"}[base]
+    print(f"{config:13} {label:18} {'':>10} " + " ".join(f"{c:>11}" for c in cells))
+    for clock in ("round_s", "round_cpu_s"):
+        pairs = [b / a for a, b in zip(fast.get(clock, []), ref.get(clock, []), strict=False)]
+        if pairs:
+            print(
+                f"{config:13} {base}/fast step {'CPU' if 'cpu' in clock else 'wall'} time, "
+                f"median of {len(pairs)} interleaved round ratios: "
+                f"{statistics.median(pairs):.2f}x ({', '.join(f'{p:.2f}' for p in pairs)})"
+            )
 
 
 def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace) -> None:
@@ -269,26 +410,23 @@ def report(merged: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespa
             print(f"{config:13} {variant:18} {m.get('params', 0):>10,} " + " ".join(cells))
             for err in m.get("errors", []):
                 print(f"{'':13} {variant:18} ERROR {err}")
-        fast, ref = merged.get((config, "fast"), {}), merged.get((config, "reference"), {})
-        if fast and ref:
-            fi, ri = fast.get("infer_s", {}), ref.get("infer_s", {})
-            cells = [
-                _ratio(ref.get("step_s"), fast.get("step_s")),
-                _ratio(fast.get("peak_mb"), ref.get("peak_mb")),
-                _ratio(fast.get("rss_mb"), ref.get("rss_mb")),
-                _ratio(ri.get("b1"), fi.get("b1")),
-                _ratio(ri.get("b4"), fi.get("b4")),
-            ]
-            print(
-                f"{config:13} {'ref/fast (mem f/r)':18} {'':>10} "
-                + " ".join(f"{c:>11}" for c in cells)
-            )
-            if fast.get("weighting_s") and fast.get("step_s"):
-                share = 100 * fast["weighting_s"] / fast["step_s"]
+        fast = merged.get((config, "fast"), {})
+        for base in ("reference", "authors"):
+            _ratio_row(config, base, fast, merged.get((config, base), {}))
+        for variant in args.variants:
+            rtf = merged.get((config, variant), {}).get("rtf", {})
+            if rtf:
+                cells = ", ".join(f"{k} s: {v:.1f}x" for k, v in rtf.items())
                 print(
-                    f"{config:13} reweighting (robust scores, softmax, weighted sum): "
-                    f"{1e3 * fast['weighting_s']:.3f} ms = {share:.4f} % of the fast step"
+                    f"{config:13} {variant:18} separation RTF, {args.rtf_seconds:g} s at batch 1, "
+                    f"by chunk (0: whole): {cells}"
                 )
+        if fast.get("weighting_s") and fast.get("step_s"):
+            share = 100 * fast["weighting_s"] / fast["step_s"]
+            print(
+                f"{config:13} reweighting (robust scores, softmax, weighted sum): "
+                f"{1e3 * fast['weighting_s']:.3f} ms = {share:.4f} % of the fast step"
+            )
     print(
         "step: forward, PIT neg SI-SDRi, robust UGR weighting, backward, Adam. peak MB: the "
         "training step's peak resident memory in its own process with every allocation of "
@@ -305,7 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variants",
         nargs="+",
         default=None,
-        help="fast, reference, optionally +bf16 / +compile (CUDA default adds them)",
+        help="fast, reference, authors (needs --authors-repo), optionally +bf16 / +compile "
+        "(CUDA default adds them)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2)
@@ -317,6 +456,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--infer-reps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (ABBA order)")
+    p.add_argument(
+        "--authors-repo",
+        default=None,
+        help="a local clone of etzinis/sudo_rm_rf: adds the variant 'authors' (their class)",
+    )
+    p.add_argument("--rtf-seconds", type=float, default=60.0, help="recording for the RTF")
+    chunk_help = "chunk lengths for the RTF (as ugr-separate's; 0: one pass)"
+    p.add_argument("--chunk-seconds", type=float, nargs="+", default=[8.0], help=chunk_help)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument(
@@ -330,17 +477,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.variants is None:
-        args.variants = ["fast", "reference"]
+        args.variants = ["fast", "authors" if args.authors_repo else "reference"]
         if args.device == "cuda":
             args.variants += ["fast+bf16", "fast+compile", "fast+bf16+compile"]
     return args
 
 
 def _variants(config: str, variants: list[str]) -> list[str]:
-    """The variants that exist for ``config``: no reference for a network without one."""
-    if resolve(CONFIGS[config], {})[0] in REFERENCES:
-        return variants
-    return [v for v in variants if not v.startswith("reference")]
+    """The variants that exist for ``config``: a reference only for a network with one, the
+    authors' class only for the original Sudo rm -rf."""
+    name = resolve(CONFIGS[config], {})[0]
+    missing = {"reference"} if name not in REFERENCES else set()
+    missing |= {"authors"} if name != "sudormrf" else set()
+    return [v for v in variants if v.split("+")[0] not in missing]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant in order:
                 print(f"[{config} {variant}: time, round {rnd + 1}]", flush=True, file=sys.stderr)
                 results.append(run_worker(config, variant, "time", args))
+                steps = ", ".join(f"{t:.2f}" for t in results[-1].get("steps_s", []))
+                print(f"  steps (s): {steps}", flush=True, file=sys.stderr)
         for variant in variants:
             print(f"[{config} {variant}: peak memory]", flush=True, file=sys.stderr)
             results.append(run_worker(config, variant, "memory", args))

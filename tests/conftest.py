@@ -22,6 +22,7 @@ TINY = [
     "train.steps_per_epoch=2",
     "train.batch_size=2",
     "train.progress=false",
+    "train.num_workers=0",  # no worker processes to start (auto would time a step first)
     "eval.batch_size=4",
     "dataset.segment_seconds=0.25",
     "dataset.n_valid=2",

@@ -357,3 +357,14 @@ def test_python_api_loads_the_export(tmp_path):
     with torch.no_grad():  # mix has mean 0 and std 1: normalisation undoes the 3x and the 0.2
         ref = loaded.model(torch.from_numpy(mix)[None])[0].numpy()
     np.testing.assert_allclose(est, 3.0 * ref, atol=1e-4 * np.abs(ref).max(), rtol=0)
+
+
+def test_prints_the_real_time_factor(tmp_path, capsys):
+    write_export(tmp_path / "model.pt")
+    mix, _ = known_sources(1.5)
+    sf.write(tmp_path / "a.wav", mix, RATE)
+    sf.write(tmp_path / "b.wav", mix[:4000], RATE)
+    main([str(tmp_path / "model.pt"), str(tmp_path), "-o", str(tmp_path / "out"), "--no-progress"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("separated 2.0 s of audio in ") and "(real-time factor)" in line
+    assert float(line.split(": ")[1].split()[0]) > 0

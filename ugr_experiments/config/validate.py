@@ -41,7 +41,14 @@ def _validate_train(cfg: dict[str, Any]) -> None:
     for key, example in (("epochs", 12), ("batch_size", 8), ("log_every", 25)):
         check_int(cfg, f"train.{key}", 1, f"train.{key}={example}")
     check_int(cfg, "train.steps_per_epoch", 1, "train.steps_per_epoch=100", optional=True)
-    check_int(cfg, "train.num_workers", 0, "train.num_workers=0")
+    workers = get_key(cfg, "train.num_workers")
+    if workers != "auto" and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise ConfigError(
+            f"train.num_workers must be an integer >= 0 or auto, got {workers!r} (e.g. "
+            "train.num_workers=auto: enough workers for the training step measured at start)"
+        )
     check_int(cfg, "train.threads", 1, "train.threads=1 (null: torch's default)", optional=True)
     check_int(cfg, "train.max_bad_steps", 1, "train.max_bad_steps=20")
     check_int(cfg, "train.audio_every", 0, "train.audio_every=4 (0: never)", optional=True)

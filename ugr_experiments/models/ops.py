@@ -152,8 +152,9 @@ def prelu(x: Tensor, weight: Tensor) -> Tensor:
 class _GroupNormPReLU(torch.autograd.Function):
     """GroupNorm(1, C) then PReLU, keeping only the norm's input for the backward pass.
 
-    The normalised tensor is recomputed from the saved statistics in one pass when the
-    gradient arrives instead of being stored: one full-size activation less per use.
+    The normalised tensor is recomputed from the saved statistics when the gradient arrives
+    instead of being stored: one full-size activation less per use. The backward runs one
+    example at a time (see :func:`_gn_prelu_backward_one`).
     """
 
     @staticmethod
@@ -166,16 +167,63 @@ class _GroupNormPReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, rstd, gamma, beta, slope = ctx.saved_tensors
-        b, c = x.shape[:2]
-        scale = rstd.view(b, 1, 1) * gamma.view(1, c, 1)  # (B, C, 1)
-        shift = beta.view(1, c, 1) - mean.view(b, 1, 1) * scale  # (B, C, 1)
-        y = torch.addcmul(shift, x, scale)  # the normalised tensor again, (B, C, F)
-        grad_y, grad_slope = _prelu_backward(grad, y, slope)
-        del y
-        grad_x, grad_gamma, grad_beta = torch.ops.aten.native_group_norm_backward(
-            grad_y, x, mean, rstd, gamma, b, c, x[0, 0].numel(), 1, [True, True, True]
-        )
-        return grad_x, grad_gamma, grad_beta, grad_slope, None
+        grad = grad.contiguous()
+        grad_x = torch.empty_like(x)
+        sums = torch.zeros(3, x.shape[1], dtype=x.dtype)  # gamma, beta, slope gradients
+        for i in range(x.shape[0]):
+            one = slice(i, i + 1)
+            sums += _gn_prelu_backward_one(
+                grad[one], x[one], mean[one], rstd[one], gamma, beta, slope, grad_x[one]
+            )
+        return grad_x, sums[0], sums[1], sums[2], None
+
+
+def _gn_prelu_backward_one(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    slope: Tensor,
+    out: Tensor,
+) -> Tensor:
+    """Backward of PReLU(GroupNorm(1, C)(x)) for one example; its input gradient into ``out``.
+
+    Profiled on the 1.0x training step (2 CPU cores), the batched form of this backward
+    was a chain of full-size element-wise passes over memory. One example's (C, F) slices
+    (6.5 MB at C = 512, 4 s) stay in the cache from one pass to the next, where the whole
+    batch's do not. PReLU: ``g_pos`` (the gradient where the normalised ``y > 0``), the
+    slope's gradient ``sum (g - g_pos) * y`` as a dot product per channel (``einsum``:
+    several times faster here than ``bmm``, and no product tensor), and the gradient of
+    ``y``, ``g_pos + slope * (g - g_pos)``, written over ``y``. GroupNorm(1): with the
+    per-channel sums ``db = sum_f grad_y`` and ``ds = sum_f grad_y * x`` (ATen's formula),
+    ``grad_x = rstd gamma grad_y + c2 x + c3`` is written straight into ``out`` (ATen's
+    ``native_group_norm_backward`` would return a new tensor, copied into the batch).
+
+    Shape:
+        grad, x, out (1, C, F); mean, rstd (1, 1); gamma, beta, slope (C,) -> (3, C): the
+        gradients of gamma, beta and slope
+    """
+    _, c, f = x.shape
+    scale = rstd.view(1, 1, 1) * gamma.view(1, c, 1)  # (1, C, 1)
+    shift = beta.view(1, c, 1) - mean.view(1, 1, 1) * scale  # (1, C, 1)
+    y = torch.addcmul(shift, x, scale)  # the normalised tensor again, (1, C, F)
+    g_pos = torch.ops.aten.threshold_backward(grad, y, 0)  # grad where y > 0
+    g_neg = torch.sub(grad, g_pos)  # grad where y <= 0
+    grad_slope = torch.einsum("bcf,bcf->c", g_neg, y)  # (C,)
+    grad_y = torch.addcmul(g_pos, g_neg, slope.view(1, c, 1), out=y)  # grad * (1 or slope)
+    del g_pos, g_neg
+    db = grad_y.sum((0, 2))  # (C,)
+    ds = torch.einsum("bcf,bcf->c", grad_y, x)  # (C,)
+    # GroupNorm's backward (ATen's group_norm_kernel formula, one group of C * F values).
+    db_total, ds_total = (db * gamma).sum(), (ds * gamma).sum()
+    mean_, rstd_ = mean.view(()), rstd.view(())
+    c2 = (db_total * mean_ - ds_total) * rstd_**3 / (c * f)
+    c3 = -c2 * mean_ - db_total * rstd_ / (c * f)
+    torch.addcmul(c3.view(1, 1, 1), x, c2.view(1, 1, 1), out=out)  # c2 x + c3
+    out.addcmul_(grad_y, scale)  # + rstd gamma grad_y
+    return torch.stack([(ds - mean_ * db) * rstd_, db, grad_slope])
 
 
 def group_norm_prelu(x: Tensor, gamma: Tensor, beta: Tensor, slope: Tensor, eps: float) -> Tensor:

@@ -23,6 +23,7 @@ from ugr_experiments.training import distributed
 from ugr_experiments.training.distributed import Runtime
 from ugr_experiments.training.signals import ignore_stop_signals
 from ugr_experiments.training.state import ResumableSampler
+from ugr_experiments.training.workers import resolve_workers
 from ugr_experiments.weighting import Weighting, build_weighting
 
 
@@ -220,9 +221,11 @@ def build_parts(
     model = build_model(model_cfg.pop("name"), **model_cfg).to(rt.device)
     optimizer, scheduler = build_optimisation(model, cfg["optim"], rt)
     sampler = ResumableSampler(len(train_set), rt.rank, rt.world_size)
+    # Before DDP wraps the model (its gradient hooks); times a step when set to auto.
+    workers = resolve_workers(tr["num_workers"], train_set, model, local_batch, rt)
     train_model = distributed.wrap_model(model, rt, tr.get("compile", False))  # DDP, compile
     distributed.seed_rank(cfg["seed"], rt)  # after the shared init: a random stream per rank
-    valid_loader, test_loader = eval_loaders(data, cfg["eval"]["batch_size"], tr["num_workers"], rt)
+    valid_loader, test_loader = eval_loaders(data, cfg["eval"]["batch_size"], workers, rt)
     return RunParts(
         model=model,
         train_model=train_model,
@@ -231,7 +234,7 @@ def build_parts(
         weighting=weighting,
         train_set=train_set,
         train_sampler=sampler,
-        train_loader=make_loader(train_set, local_batch, tr["num_workers"], True, sampler),
+        train_loader=make_loader(train_set, local_batch, workers, True, sampler),
         valid_loader=valid_loader,
         test_loader=test_loader,
         runtime=rt,
