@@ -66,6 +66,8 @@ EXPERIMENTS = {
     "robust": ("robust", "robust_esc50", "table1"),
     "class": ("class", "class_bias", "class"),
     "curriculum": ("curriculum", "curriculum", "curriculum"),
+    # beyond the paper: UGR's robust mode against other reweighting methods (issue 15)
+    "compare_methods": ("compare", "compare_methods", "compare"),
 }
 
 
