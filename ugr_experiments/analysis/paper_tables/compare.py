@@ -34,7 +34,9 @@ def compare_table(runs: Sequence[Run], conds: Sequence[Condition], root: Path | 
     """One row per method: mean, std and the 1 ... 99 percentiles (Table 1's columns)."""
     summaries = [summarize_condition(cond) for cond in conds]
     rows = [ours_row(c, s, {"method": c.label}) for c, s in zip(conds, summaries, strict=True)]
-    numeric, cells = [row[0] for row in rows], [row[1] for row in rows]
+    # no "source" column: there are no paper rows to tell ours from
+    numeric = [{k: v for k, v in row[0].items() if k != "source"} for row in rows]
+    cells = [{k: v for k, v in row[1].items() if k != "source"} for row in rows]
     used = [r for c in conds for r in c.runs]
     footer = " ".join(
         [DEFINITIONS, spread_note(summaries), common_footer(runs, "compare", used, root)]
@@ -72,7 +74,8 @@ def health_table(conds: Sequence[Condition]) -> TableOut:
             spread = float(np.std(means)) if means else float("nan")
             n_row.update({tag: value, f"{tag}_spread": spread})
             n_row["logged_steps"] = sum(v.size for v in per_run)
-            c_row[tag] = format_spread(value, spread) if means else MISSING
+            digits = 3 if tag == "max_weight" else 2
+            c_row[tag] = format_spread(value, spread, digits) if means else MISSING
         c_row["logged steps"] = str(n_row["logged_steps"])
         numeric.append(n_row)
         cells.append(c_row)
