@@ -23,7 +23,12 @@ from ugr_experiments.config import to_plain
 from ugr_experiments.training.callbacks import RecordFailure
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-FULL = {"robust_esc50": "robust", "class_bias": "class", "curriculum": "curriculum"}
+FULL = {
+    "robust_esc50": "robust",
+    "class_bias": "class",
+    "curriculum": "curriculum",
+    "compare_methods": "compare",  # beyond the paper, at the paper's setting (issue 15)
+}
 
 
 def compose_with_hydra(overrides: list[str]):
