@@ -252,3 +252,21 @@ def test_train_py_new_modes_on_cross_mixtures(tmp_path: Path, manifests: Path, m
     esc50 = pd.read_csv(manifests / "esc50.csv", comment="#")["class"].unique().tolist()
     q_names = [] if mode == "cvar" else [*speakers, *esc50]  # group DRO: q of every class
     check_logged(tmp_path, mode, ["speech", "environmental"], q_names)
+
+
+def test_reproduce_analyses_compare_runs_into_tables_figure_and_verdicts(tmp_path: Path) -> None:
+    """`reproduce.py compare_methods --runs DIR`: the analysis of finished runs on disk."""
+    runs, _ = constructed(tmp_path / "runs")
+    for run in runs:
+        run.path.mkdir(parents=True)
+        (run.path / "config.yaml").write_text(yaml.safe_dump(run.config))
+        run.test_rows.to_csv(run.path / "per_source_sisdri.csv", index=False)
+        (run.path / "run.json").write_text('{"wall_seconds": 1.0}')
+    verdict_md = reproduce.analyse("compare_methods", [tmp_path / "runs"], tmp_path / "out", None)
+    assert "cvar (fraction 0.75): q1 increases" in verdict_md
+    out = tmp_path / "out"
+    assert (out / "figures" / "methods.png").stat().st_size > 10_000
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert len(verdicts) == 8 and verdicts["holds"].dtype == bool
+    report = (out / "report.md").read_text()
+    assert "Table 1's layout" in report and "![methods](figures/methods.png)" in report
