@@ -4,8 +4,11 @@
     python scripts/reproduce.py all --scale cpu --seeds 7 8 9 --out repro
     python scripts/reproduce.py class --scale cpu paths.manifests=/data/manifests
     python scripts/reproduce.py robust --runs multirun/robust_esc50_cpu   # analyse runs only
+    python scripts/reproduce.py compare_methods --scale cpu   # beyond the paper (UGR vs others)
 
-For each experiment (``robust``, ``class``, ``curriculum``) the preset
+For each experiment (``robust``, ``class``, ``curriculum``; and, beyond the paper,
+``compare_methods``: UGR's robust mode against CVaR and group DRO; ``all`` runs the paper's
+three) the preset
 ``conf/experiment/<preset>[_cpu].yaml`` says what to sweep (its ``hydra.sweeper.params``);
 ``--seeds`` replaces its seeds. Every (condition, seed) is one run of ``train.py`` in
 ``DIR/<experiment>/runs/<param>-<value>__seed-<seed>/``, run ``--jobs`` at a time (default: the
@@ -14,7 +17,8 @@ skipped, one that was stopped continues from its checkpoint (``resume=true``), s
 can be re-run after an interruption. Then, in ``DIR/<experiment>/``:
 
 - ``tables/``: the paper's tables as ``make_tables.py`` writes them;
-- ``figures/``: Figure 1, the class bars or the convergence curves (PNG and PDF);
+- ``figures/``: Figure 1, the class bars, the convergence curves or the methods' densities
+  (PNG and PDF);
 - ``verdicts.csv``: one row per claim of the paper (claim, paper, ours, ci_low, ci_high,
   holds), computed from the per-source rows by ``ugr_experiments.analysis.verdicts`` with the
   rules of ``docs/criteria.md``;
@@ -66,7 +70,10 @@ EXPERIMENTS = {
     "robust": ("robust", "robust_esc50", "table1"),
     "class": ("class", "class_bias", "class"),
     "curriculum": ("curriculum", "curriculum", "curriculum"),
+    # beyond the paper: UGR's robust mode against other reweighting methods (issue 15)
+    "compare_methods": ("compare", "compare_methods", "compare"),
 }
+PAPER = ("robust", "class", "curriculum")  # what `all` runs: the paper's experiments
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,9 @@ def draw_figure(kind: str, runs: list, out: Path) -> Path | None:
     if kind == "robust":
         values = figure1_data(runs)
         fig, stem = (figure1(values, "") if values else None), "figure1"
+    elif kind == "compare":
+        values, title = figure1_data(runs, "compare"), "Density of test SI-SDRi per method (KDE)"
+        fig, stem = (figure1(values, title, prefix="") if values else None), "methods"
     elif kind == "class":
         rows = classes_data(runs)
         fig, stem = (classes_figure(rows, "") if rows else None), "classes"
@@ -279,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"reproduce.py: --jobs must be >= 1, got {args.jobs} (e.g. --jobs 2)", file=sys.stderr
         )
         return 2
-    experiments = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    experiments = list(PAPER) if args.experiment == "all" else [args.experiment]
     if args.runs and len(experiments) > 1:
         print(
             "reproduce.py: --runs analyses one experiment; name it (e.g. robust)", file=sys.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # As train.py does: idle OpenMP threads sleep, so tests that run two processes side by side
@@ -100,11 +102,20 @@ def tiny_overrides() -> list[str]:
     return list(TINY)
 
 
+def train_py(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` from the repository root, one thread, output captured."""
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
 def write_shared_manifests(out: Path) -> Path:
     """The README's manifest commands for the clips of ../shared/data, written into ``out``."""
-    import subprocess
-    import sys
-
     esc50 = ["data_prep.esc50", "--root", str(SHARED_DATA / "esc50_mini")]
     esc50 += ["--output", str(out / "esc50.csv"), "--train-folds", "1", "2", "3", "5"]
     esc50 += ["--heldout-folds", "4", "--heldout-split", "4:1:1"]

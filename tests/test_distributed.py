@@ -48,9 +48,13 @@ WEIGHTINGS = {
     "robust": {"name": "robust", "alpha": 0.5},
     "curriculum": {"name": "curriculum", "beta0": -0.5, "length": 10},
     "class": {"name": "class", "gamma": {"speech": 2.0}},
+    "cvar": {"name": "cvar", "fraction": 0.25},
+    "group_dro": {"name": "group_dro", "eta": 0.5},
+    "tilted_groups": {"name": "tilted_groups", "t_in": 0.5, "t_out": 1.0},
 }
 # Modes whose pmf depends on which items share a rank (uniform does not: 1/N either way).
-RANK_SENSITIVE = ("robust", "curriculum", "class")
+RANK_SENSITIVE = ("robust", "curriculum", "class", "cvar", "group_dro", "tilted_groups")
+DRO_STEPS = 4  # group DRO's state is compared after this many steps
 # Float32 sums in another order: gradients (up to ~10 here) agree to ~1e-6 absolute.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 # Adam moves every weight by about lr * sign(g): where g is float noise (the decoder bias: SI-SDR
@@ -64,13 +68,13 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 # ---------------------------------------------------------------------------------------------
 
 
-def global_batch(nan_mixture: int | None = None) -> dict[str, Any]:
+def global_batch(nan_mixture: int | None = None, seed: int = 0) -> dict[str, Any]:
     """4 mixtures of 2 random sources at random levels (so the losses differ).
 
     Under 2 ranks, rank 0 holds mixtures 0 and 2 (3 speech sources of 4), rank 1 mixtures 1
     and 3 (no speech), so per-rank class weights would differ from global ones.
     """
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     scale = 0.1 + 2.0 * torch.rand(4, 2, 1, generator=gen)
     sources = scale * torch.randn(4, 2, 800, generator=gen)  # (B, S, T)
     mixture = sources.sum(1)  # (B, T)
@@ -110,21 +114,41 @@ def one_step(
     }
 
 
+def dro_steps(rt: distributed.Runtime) -> dict[str, Any]:
+    """``DRO_STEPS`` group DRO steps on different batches: the state ``log q`` and weights."""
+    torch.manual_seed(0)
+    model = build_model("sudormrf", **MODEL).to(rt.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    weighting = build_weighting(WEIGHTINGS["group_dro"], CLASSES, GROUPS)
+    train_model = distributed.wrap_model(model, rt)
+    for step in range(DRO_STEPS):
+        batch = global_batch(seed=step)
+        if rt.distributed:
+            batch = rank_slice(batch, rt)
+        batch = {key: value.to(rt.device) for key, value in batch.items()}
+        train_step(train_model, batch, weighting, optimizer, Progress(step, 0), None, rt.device, rt)
+    return {
+        "log_q": weighting.state_dict()["log_q"],
+        "weights": [p.detach().cpu().clone() for p in model.parameters()],
+    }
+
+
 @contextlib.contextmanager
 def per_rank_pmf() -> Iterator[None]:
     """The mistake the DDP tests must catch: each rank normalises its own scores."""
-    original = train_module.pmf
-    train_module.pmf = lambda scores, all_gather=None, rank=0: original(scores)
+    original = train_module.batch_pmf
+    train_module.batch_pmf = lambda w, loss, c, g, progress, *_: original(w, loss, c, g, progress)
     try:
         yield
     finally:
-        train_module.pmf = original
+        train_module.batch_pmf = original
 
 
 def _rank_work(rt: distributed.Runtime) -> dict[str, Any]:
     local = rank_slice(global_batch(), rt)
     local = {key: value.to(rt.device) for key, value in local.items()}
     results: dict[str, Any] = {mode: one_step(mode, local, rt) for mode in WEIGHTINGS}
+    results["dro_steps"] = dro_steps(rt)
     with per_rank_pmf():
         for mode in RANK_SENSITIVE:
             results[f"{mode}/per_rank"] = one_step(mode, local, rt)
@@ -219,6 +243,20 @@ def test_ddp_step_of_the_other_networks_equals_one_process(ranks, single, net):
     """SuDoRM-RF++ and its GC form under DDP: robust weighting, the single process's step."""
     for rank in ranks:
         assert_same_step(rank[f"{net}/robust"], single[f"{net}/robust"])
+
+
+def test_group_dro_state_is_the_same_on_every_rank_and_as_one_process(ranks):
+    """After several steps on different batches, ``log q`` is bit-identical on both ranks
+    (computed from the gathered losses) and equals the single process's; so do the weights."""
+    want = dro_steps(distributed.Runtime())
+    assert torch.equal(ranks[0]["dro_steps"]["log_q"], ranks[1]["dro_steps"]["log_q"])
+    assert not torch.equal(want["log_q"], torch.full_like(want["log_q"], want["log_q"][0]))
+    torch.testing.assert_close(ranks[0]["dro_steps"]["log_q"], want["log_q"], rtol=1e-5, atol=1e-7)
+    # Weights where the gradient is float noise move by +-lr per step either way (see NOISE):
+    # nearly all of them agree.
+    got = torch.cat([w.reshape(-1) for w in ranks[0]["dro_steps"]["weights"]])
+    ref = torch.cat([w.reshape(-1) for w in want["weights"]])
+    assert float(((got - ref).abs() < 1e-5).float().mean()) > 0.99
 
 
 @pytest.mark.parametrize("mode", RANK_SENSITIVE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SHARED_DATA, TINY, compose_config, write_shared_manifests
+from conftest import ROOT, SHARED_DATA, TINY, compose_config, train_py, write_shared_manifests
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,7 +23,12 @@ from ugr_experiments.config import to_plain
 from ugr_experiments.training.callbacks import RecordFailure
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-FULL = {"robust_esc50": "robust", "class_bias": "class", "curriculum": "curriculum"}
+FULL = {
+    "robust_esc50": "robust",
+    "class_bias": "class",
+    "curriculum": "curriculum",
+    "compare_methods": "compare",  # beyond the paper, at the paper's setting (issue 15)
+}
 
 
 def compose_with_hydra(overrides: list[str]):
@@ -166,17 +170,6 @@ def test_record_failure_writes_failure_json(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Slow: real sweeps
 # ---------------------------------------------------------------------------------------------
-
-
-def train_py(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
 
 
 def make_tables(args: list[str]) -> subprocess.CompletedProcess:

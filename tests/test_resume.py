@@ -140,8 +140,25 @@ def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, ok: Any) -> dict[
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
     """`python train.py ...`, SIGKILL in epoch 2, then the same command plus resume=true."""
+    kill_then_resume(tmp_path, CFG, reference)
+
+
+# group DRO: its state (the group weights q) must be saved and restored too
+DRO_CFG = [*CFG[:-2], "weighting=group_dro", "weighting.eta=0.5"]
+
+
+def test_sigkill_then_resume_is_bit_identical_with_group_dro(tmp_path):
+    reference = tmp_path / "reference"
+    run(compose_config(DRO_CFG), reference)
+    log_q = load_checkpoint(reference / "checkpoints" / "last.pt")["weighting"]["log_q"]
+    assert log_q.unique().numel() > 1  # q moved away from uniform
+    kill_then_resume(tmp_path, DRO_CFG, reference)
+
+
+def kill_then_resume(tmp_path: Path, cfg: list[str], reference: Path) -> None:
+    """Run ``cfg`` with train.py, SIGKILL it in epoch 2, resume it; it must equal ``reference``."""
     run_dir = tmp_path / "run"
-    args = [*CFG, f"hydra.run.dir={run_dir}"]
+    args = [*cfg, f"hydra.run.dir={run_dir}"]
     with open(tmp_path / "first.log", "w") as out:
         proc = train_py(args, stdout=out, stderr=subprocess.STDOUT)
         wait_for_checkpoint(run_dir, proc, lambda s: s["epoch"] == 1 and s["batch"] >= 1)

@@ -355,8 +355,8 @@ def test_build_each_mode_from_plain_values() -> None:
 BAD_CONFIGS = [
     (
         {"name": "robst"},
-        r"unsupported weighting: 'robst'; choose from \['class', 'curriculum', 'robust', 'sum', "
-        r"'uniform'\] \(e.g. weighting=robust\)",
+        r"unsupported weighting: 'robst'; choose from \['class', 'curriculum', 'cvar', "
+        r"'group_dro', 'robust', 'sum', 'tilted_groups', 'uniform'\] \(e.g. weighting=robust\)",
     ),
     (
         {"name": "robust", "alpha": -0.1},

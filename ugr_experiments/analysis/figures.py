@@ -79,16 +79,21 @@ def plot_main(
 # ---------------------------------------------------------------------------------------------
 
 
-def figure1_data(runs: Sequence[Run]) -> dict[str, np.ndarray]:
-    """Per alpha label: the test SI-SDRi of every source estimate, all epochs and seeds."""
+def figure1_data(runs: Sequence[Run], kind: str = "robust") -> dict[str, np.ndarray]:
+    """Per condition label (alpha; or method with ``kind="compare"``): the test SI-SDRi of
+    every source estimate, all epochs and seeds."""
     return {
         cond.label: np.concatenate([item_matrix(r.test_rows).to_numpy().ravel() for r in cond.runs])
-        for cond in conditions(runs, "robust")
+        for cond in conditions(runs, kind)
     }
 
 
 def figure1(
-    values: Mapping[str, np.ndarray], title: str = "", floor: float = 1e-4, points: int = 400
+    values: Mapping[str, np.ndarray],
+    title: str = "",
+    floor: float = 1e-4,
+    points: int = 400,
+    prefix: str = "alpha = ",
 ) -> Figure:
     """Log-scale density of test SI-SDRi, one curve per alpha (the paper's Figure 1).
 
@@ -97,6 +102,7 @@ def figure1(
         title: the figure's title (a default one names what is shown).
         floor: densities below ``floor`` times the highest peak are not drawn.
         points: grid points of the density.
+        prefix: before each label in the legend (``""`` for method names).
     """
     if not values:
         raise ValueError("figure1 needs the SI-SDRi values of at least one alpha")
@@ -109,7 +115,7 @@ def figure1(
     for label, v in values.items():
         density = gaussian_kde(v, grid)
         peak = max(peak, float(density.max()))
-        ax.plot(grid, density, label=f"alpha = {label} (n = {len(v)})")
+        ax.plot(grid, density, label=f"{prefix}{label} (n = {len(v)})")
     ax.set_yscale("log")
     ax.set_ylim(peak * floor, peak * 3.0)
     ax.set_xlabel("test SI-SDRi (dB)")

@@ -7,7 +7,9 @@ comparison. What a run is comes from its saved config, never from its directory 
 - ``robust``: ``weighting.name`` robust (its ``alpha``) or uniform (alpha 0);
 - ``class``: ``weighting.name`` class, or a ``gamma_pair`` root key (class_bias presets);
 - ``curriculum``: ``weighting.name`` curriculum, or a ``schedule`` root key (curriculum
-  presets, whose uniform runs are the curriculum's baseline, not a robust alpha 0).
+  presets, whose uniform runs are the curriculum's baseline, not a robust alpha 0);
+- ``compare``: a ``method`` root key (compare_methods presets: uniform, robust, cvar,
+  group DRO, ... as named by their weighting config).
 
 Point estimates follow DESIGN.md: statistics per evaluation epoch, averaged over the epochs
 (``tables.summarize``), then over the runs of a condition (``tables.combine``). The spread
@@ -29,7 +31,7 @@ from ugr_experiments.analysis import stats
 from ugr_experiments.analysis.runs import Run, get
 from ugr_experiments.analysis.tables import combine, summarize, summarize_spread
 
-KINDS = ("robust", "class", "curriculum")
+KINDS = ("robust", "class", "curriculum", "compare")
 ALL = "all"
 # Columns that say which test item a row is; paired runs must agree on them.
 ITEM_ID = ("file", "offset", "snr_db")
@@ -53,8 +55,10 @@ class Condition:
 
 
 def kind_of(cfg: dict[str, Any]) -> str | None:
-    """``robust``, ``class``, ``curriculum`` or None (see the module docstring)."""
+    """``robust``, ``class``, ``curriculum``, ``compare`` or None (see the module docstring)."""
     name = get(cfg, "weighting.name")
+    if "method" in cfg:
+        return "compare"
     if "gamma_pair" in cfg or name == "class":
         return "class"
     if "schedule" in cfg or name == "curriculum":
@@ -105,7 +109,42 @@ def curriculum_key(cfg: dict[str, Any]) -> tuple[tuple[int, str], str]:
     return (1, label), label
 
 
-KEYS = {"robust": robust_key, "class": class_key, "curriculum": curriculum_key}
+# compare_methods: rows in this order, each labelled by its weighting's hyper-parameters
+METHOD_ORDER = ("uniform", "robust", "cvar", "group_dro", "tilted_groups")
+METHOD_PARAMS = {
+    "robust": ("alpha",),
+    "curriculum": ("beta0", "shape", "length", "length_unit"),
+    "class": ("gamma",),
+    "cvar": ("fraction",),
+    "group_dro": ("eta", "groups"),
+    "tilted_groups": ("t_in", "t_out", "groups"),
+}
+
+
+def _shown(key: str, value: Any) -> str:
+    """A hyper-parameter as a label shows it: ``1/5`` for alpha, ``0.75``, ``classes``."""
+    number = _number(value) if isinstance(value, int | float | str) else float("nan")
+    if np.isnan(number) or isinstance(value, bool):
+        return str(value)
+    return alpha_label(number) if key == "alpha" else f"{number:g}"
+
+
+def method_key(cfg: dict[str, Any]) -> tuple[tuple[int, str], str]:
+    """``(sort key, label)`` of a compare_methods run: ``cvar (fraction 0.75)``, uniform first."""
+    w = cfg.get("weighting") or {}
+    name = str(w.get("name"))
+    params = ", ".join(f"{k} {_shown(k, w.get(k))}" for k in METHOD_PARAMS.get(name, ()))
+    label = f"{name} ({params})" if params else name
+    order = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+    return (order, label), label
+
+
+KEYS = {
+    "robust": robust_key,
+    "class": class_key,
+    "curriculum": curriculum_key,
+    "compare": method_key,
+}
 
 
 def _seed_order(run: Run) -> tuple[bool, int]:
@@ -144,7 +183,12 @@ def duplicate_runs(runs: Sequence[Run], kind: str) -> list[tuple[Condition, Run,
 
 def baseline_of(conds: Sequence[Condition]) -> Condition | None:
     """alpha 0, gamma (0, 0) or uniform: the condition every other one is compared with."""
-    wanted = {"robust": 0.0, "class": (0.0, 0.0), "curriculum": (0, "uniform")}
+    wanted = {
+        "robust": 0.0,
+        "class": (0.0, 0.0),
+        "curriculum": (0, "uniform"),
+        "compare": (0, "uniform"),
+    }
     return next((c for c in conds if c.key == wanted[c.kind]), None)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +321,67 @@ def curriculum_verdicts(runs: Sequence[Run]) -> list[Verdict]:
     return verdicts
 
 
-VERDICTS = {"robust": robust_verdicts, "class": class_verdicts, "curriculum": curriculum_verdicts}
+# compare_methods (docs/criteria.md, addendum on other reweighting methods)
+WORST_CLASSES = 5
+
+
+def _method(conds: Sequence[Condition], name: str) -> Condition | None:
+    """The condition of the weighting ``name`` (the first, if several)."""
+    return next((c for c in conds if c.runs[0].config["weighting"]["name"] == name), None)
+
+
+def worst_classes(base: Condition, count: int = WORST_CLASSES) -> list[str]:
+    """The ``count`` classes of target source with the lowest mean test SI-SDRi under
+    ``base`` (per-class mean of each run, averaged over its seeds); ties by name."""
+    means = pd.concat([r.test_rows.groupby("class")["sisdri"].mean() for r in base.runs], axis=1)
+    ranked = means.mean(axis=1).reset_index(name="sisdri")
+    return list(ranked.sort_values(["sisdri", "class"])["class"][:count])
+
+
+def only_classes(cond: Condition, classes: Sequence[str]) -> Condition:
+    """``cond`` with each run's test rows restricted to the target sources of ``classes``."""
+    runs = [replace(r, rows=r.test_rows[r.test_rows["class"].isin(classes)]) for r in cond.runs]
+    return Condition(cond.kind, cond.key, cond.label, runs)
+
+
+def compare_verdicts(runs: Sequence[Run]) -> list[Verdict]:
+    """compare_methods: robust and CVaR narrow the distribution and raise its lower tail;
+    whether CVaR and robust differ in q1; group DRO raises the worst classes."""
+    conds = conditions(runs, "compare")
+    base = baseline_of(conds)
+    if base is None:
+        raise ValueError("the compare_methods verdicts need complete uniform runs")
+    verdicts = [baseline_verdict(base, "not in the paper")]
+    robust, cvar, dro = (_method(conds, n) for n in ("robust", "cvar", "group_dro"))
+    for cond in (c for c in (robust, cvar) if c is not None):
+        d = paired(cond, base)
+        verdicts.append(_signed(f"{cond.label}: std decreases", d, STD, -1, "not in the paper"))
+        verdicts.append(_signed(f"{cond.label}: q1 increases", d, Q1, +1, "not in the paper"))
+    if robust is not None and cvar is not None:
+        d = paired(cvar, robust)
+        est, lo, hi = float(d.estimate[Q1]), float(d.low[Q1]), float(d.high[Q1])
+        claim = f"{cvar.label} and {robust.label} differ in q1 (cvar minus robust)"
+        verdicts.append(Verdict(claim, "no direction", est, lo, hi, lo > 0 or hi < 0))
+    if dro is not None:
+        worst = worst_classes(base)
+        d = paired(only_classes(dro, worst), only_classes(base, worst))
+        claim = f"{dro.label} raises the {len(worst)} worst classes ({', '.join(worst)}) mean"
+        verdicts.append(_signed(claim, d, MEAN, +1, "not in the paper"))
+        d = paired(dro, base)
+        lo, hi = float(d.low[MEAN]), float(d.high[MEAN])
+        claim = f"{dro.label}: mean decreases or stays"
+        verdicts.append(
+            Verdict(claim, "not in the paper", float(d.estimate[MEAN]), lo, hi, lo <= 0)
+        )
+    return verdicts
+
+
+VERDICTS = {
+    "robust": robust_verdicts,
+    "class": class_verdicts,
+    "curriculum": curriculum_verdicts,
+    "compare": compare_verdicts,
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,19 @@ import pandas as pd
 from ugr_experiments.training.collectives import Writer
 
 # Weighting keys that tell runs of a sweep apart (conf/weighting/*.yaml); absent keys are left out.
-WEIGHTING_KEYS = ("name", "alpha", "beta0", "shape", "length", "length_unit")
+WEIGHTING_KEYS = (
+    "name",
+    "alpha",
+    "beta0",
+    "shape",
+    "length",
+    "length_unit",
+    "fraction",
+    "eta",
+    "t_in",
+    "t_out",
+    "groups",
+)
 # Root keys that name an entry of an experiment's table (conf/experiment/*.yaml), where present.
 EXPERIMENT_KEYS = ("schedule", "gamma_pair")
 # Columns of the ``all`` row of the test table logged as metrics (analysis.tables.summarize).

@@ -41,7 +41,14 @@ from ugr_experiments.training.parts import RunParts, build_parts
 from ugr_experiments.training.runinfo import run_info, write_json
 from ugr_experiments.training.signals import StopRequest, stop_on_signals
 from ugr_experiments.training.state import TrainState
-from ugr_experiments.weighting import Progress, Weighting, pmf, pmf_health, to_units, weighted_loss
+from ugr_experiments.weighting import (
+    Progress,
+    Weighting,
+    batch_pmf,
+    pmf_health,
+    to_units,
+    weighted_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,8 @@ def train_step(
     units, classes, groups = to_units(
         loss, batch["class_idx"].to(device), batch["group_idx"].to(device), weighting.unit
     )  # (N,) items: B*S sources or B mixtures
-    scores = weighting.scores(units.detach(), classes, groups, progress)
-    p = pmf(scores, rt.all_gather, rt.rank)  # detached softmax over the global batch
+    # softmax(F) over the global batch (all ranks' items), detached; a stateful F updates once
+    p = batch_pmf(weighting, units.detach(), classes, groups, progress, rt.all_gather, rt.rank)
     total = weighted_loss(units, p, rt.world_size)  # x world size: DDP averages gradients
     optimizer.zero_grad(set_to_none=True)
     total.backward()  # even when non-finite: every DDP rank must join the gradient all-reduce
@@ -205,6 +212,8 @@ def log_step(
         p, groups = collectives.global_pmf(out.p, out.groups, parts.runtime)  # all ranks' items
         for key, value in pmf_health(p, groups, parts.group_names).items():
             writer.add_scalar(f"pmf/{key}", value, step)
+        for key, value in parts.weighting.diagnostics().items():  # e.g. group DRO's q/<group>
+            writer.add_scalar(f"weighting/{key}", value, step)
 
 
 class RunStart(NamedTuple):

@@ -9,6 +9,8 @@ everything the rest of the run depends on:
 - ``training.state.TrainState``: the epoch, the batches of that epoch already trained on,
   the global step, the best validation score, the current run of non-finite steps, the
   epoch's training figures so far, and the rows of ``history.csv``;
+- the weighting function's state (``Weighting.state_dict``: group DRO's group weights; empty
+  for the stateless modes);
 - Python, NumPy and torch RNG states. The data pipeline needs no RNG state: an item is a
   pure function of (seed, split, epoch, index), so its position is (epoch, batch), and a
   resumed epoch starts its sampler at the first index not yet trained on
@@ -222,6 +224,7 @@ def checkpoint_content(parts: RunParts, state: TrainState) -> dict[str, Any]:
         "config": parts.config_text,
         "data": parts.data,
         "train_state": state.to_dict(),
+        "weighting": parts.weighting.state_dict(),  # e.g. group DRO's q; {} when stateless
         "epoch": state.epoch,
         "batch": state.batch,
         "step": state.step,
@@ -246,6 +249,7 @@ def restore(parts: RunParts, checkpoint: dict[str, Any] | None) -> TrainState:
     # The optimiser did step before the checkpoint: no "scheduler before optimizer" warning.
     parts.optimizer._opt_called = True  # type: ignore[attr-defined]
     set_rng_state(checkpoint["rng"])
+    parts.weighting.load_state_dict(checkpoint.get("weighting", {}))
     state = TrainState.from_dict(checkpoint["train_state"])
     history = parts.run_dir / "history.csv"
     if state.history and parts.runtime.is_main:

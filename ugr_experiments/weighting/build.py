@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ugr_experiments.weighting.alternatives import (
+    CVaRWeighting,
+    GroupDROWeighting,
+    TiltedGroupsWeighting,
+)
 from ugr_experiments.weighting.checks import DEFAULT_EXP_RATE, DEFAULT_HEALTH_EVERY
 from ugr_experiments.weighting.functions import (
     ClassWeighting,
@@ -61,6 +66,24 @@ def _build_class(cfg: Mapping[str, Any], classes: list[str], groups: list[str]) 
     return ClassWeighting(gamma, classes, groups, **_common(cfg))
 
 
+def _build_cvar(cfg: Mapping[str, Any], classes: list[str], groups: list[str]) -> Weighting:
+    return CVaRWeighting(_required(cfg, "fraction", "fraction=0.25"), **_common(cfg))
+
+
+def _build_group_dro(cfg: Mapping[str, Any], classes: list[str], groups: list[str]) -> Weighting:
+    eta = _required(cfg, "eta", "eta=0.002")
+    grouping = cfg.get("groups", "classes")
+    return GroupDROWeighting(eta, classes, groups, grouping, **_common(cfg))
+
+
+def _build_tilted_groups(
+    cfg: Mapping[str, Any], classes: list[str], groups: list[str]
+) -> Weighting:
+    t_in, t_out = _required(cfg, "t_in", "t_in=0.2"), _required(cfg, "t_out", "t_out=0.2")
+    grouping = cfg.get("groups", "classes")
+    return TiltedGroupsWeighting(t_in, t_out, classes, groups, grouping, **_common(cfg))
+
+
 def _build_sum(cfg: Mapping[str, Any], classes: list[str], groups: list[str]) -> Weighting:
     terms_cfg = _required(cfg, "terms", "terms: [{name: class, gamma: {speech: 3}}]")
     if isinstance(terms_cfg, (str, Mapping)) or not isinstance(terms_cfg, Sequence):
@@ -89,6 +112,9 @@ BUILDERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "robust": (_build_robust, ("alpha",)),
     "curriculum": (_build_curriculum, ("beta0", "shape", "length", "length_unit", "rate")),
     "class": (_build_class, ("gamma",)),
+    "cvar": (_build_cvar, ("fraction",)),
+    "group_dro": (_build_group_dro, ("eta", "groups")),
+    "tilted_groups": (_build_tilted_groups, ("t_in", "t_out", "groups")),
     "sum": (_build_sum, ("terms",)),
 }
 

@@ -66,7 +66,8 @@ class Weighting(ABC):
         """The scores ``F`` of the items.
 
         Args:
-            loss: per-item losses (detached here: the weights must carry no gradient).
+            loss: per-item losses (detached here: the weights must carry no gradient); in
+                training, every item of the global batch (all ranks', in rank order).
             class_idx: class index of each item (into the data set's ``class_names``).
             group_idx: group index of each item (into the data set's ``group_names``).
             progress: the current step and epoch.
@@ -77,6 +78,36 @@ class Weighting(ABC):
         Shape:
             loss, class_idx, group_idx (N...) -> (N...), the shape of ``loss``.
         """
+
+    def update(
+        self, loss: Tensor, class_idx: Tensor, group_idx: Tensor, progress: Progress
+    ) -> None:
+        """Advance the weighting's state by one step (before :meth:`scores`); stateless: nothing.
+
+        Called once per training step with the items of the whole global batch (identical on
+        every DDP rank, so a state computed from them is identical too). Same arguments as
+        :meth:`scores`.
+        """
+        return None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The state a checkpoint must hold to resume exactly (tensors only; stateless: {})."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Put back what :meth:`state_dict` returned (a stateless weighting accepts only {})."""
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} has no state, but the checkpoint holds {sorted(state)}: "
+                "it was written with another weighting (check weighting.name)"
+            )
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars of the state to log with the pmf's health (e.g. group DRO's ``q/<group>``).
+
+        Returns Python floats (a host sync): called every ``health_every`` steps only.
+        """
+        return {}
 
     def _repr_fields(self) -> str:
         return ""
@@ -280,6 +311,26 @@ class SumWeighting(Weighting):
         for term in self.terms[1:]:
             total = total + term.scores(loss, class_idx, group_idx, progress)
         return total
+
+    def update(
+        self, loss: Tensor, class_idx: Tensor, group_idx: Tensor, progress: Progress
+    ) -> None:
+        for term in self.terms:
+            term.update(loss, class_idx, group_idx, progress)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The terms' states, keyed ``<term index>.<key>``."""
+        return {f"{i}.{k}": v for i, t in enumerate(self.terms) for k, v in t.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        for i, term in enumerate(self.terms):
+            prefix = f"{i}."
+            term.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+
+    def diagnostics(self) -> dict[str, float]:
+        return {k: v for term in self.terms for k, v in term.diagnostics().items()}
 
     def _repr_fields(self) -> str:
         return f"terms={self.terms}"

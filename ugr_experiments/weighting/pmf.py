@@ -1,22 +1,29 @@
 """From scores to weights to one loss: the batch pmf ``p = softmax(F)`` (PAPER.md 1, 3).
 
-:func:`to_units` picks the items, :func:`pmf` normalises the scores over the whole (global)
-batch, :func:`weighted_loss` makes the scalar whose gradient is ``sum_i p_i g_i``, and
-:func:`pmf_health` says how concentrated the weights are.
+:func:`to_units` picks the items, :func:`batch_pmf` (the train step's) gathers the items of the
+whole (global) batch, lets the weighting update its state and score them, and normalises the
+scores with :func:`pmf`; :func:`weighted_loss` makes the scalar whose gradient is
+``sum_i p_i g_i``, and :func:`pmf_health` says how concentrated the weights are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ugr_experiments.weighting.checks import check_unit
 
+if TYPE_CHECKING:
+    from ugr_experiments.weighting.functions import Progress, Weighting
+
 __all__ = [
     "AllGather",
+    "batch_pmf",
     "distributed_all_gather",
+    "gather_items",
     "pmf",
     "pmf_health",
     "to_units",
@@ -83,6 +90,71 @@ def pmf(scores: Tensor, all_gather: AllGather | None = None, rank: int = 0) -> T
     offset = sum(part.numel() for part in parts[:rank])
     p_all = torch.softmax(torch.cat(parts), dim=0)
     return p_all[offset : offset + local.numel()].reshape(local.shape)
+
+
+def gather_items(
+    loss: Tensor,
+    class_idx: Tensor,
+    group_idx: Tensor,
+    all_gather: AllGather | None = None,
+    rank: int = 0,
+) -> tuple[Tensor, Tensor, Tensor, slice]:
+    """The detached losses and labels of every item of the global batch, in rank order.
+
+    Under data parallelism the three are packed into one float64 tensor (exact for float32
+    losses and integer labels) and gathered in one collective, so every rank holds the same
+    global batch.
+
+    Returns:
+        ``(loss, class_idx, group_idx, mine)``: flat global tensors and the slice of them that
+        is this rank's items.
+
+    Shape:
+        loss, class_idx, group_idx (N...) -> (W N,) each.
+    """
+    local = loss.detach()
+    if local.dtype in (torch.float16, torch.bfloat16):
+        local = local.float()
+    flat = (local.reshape(-1), class_idx.reshape(-1), group_idx.reshape(-1))
+    n = flat[0].numel()
+    if all_gather is None:
+        return (*flat, slice(0, n))
+    packed = torch.stack([x.to(local.device, torch.float64) for x in flat])  # (3, N)
+    parts = all_gather(packed)
+    if not 0 <= rank < len(parts) or parts[rank].shape != packed.shape:
+        raise ValueError(
+            f"all_gather returned {len(parts)} parts of shapes {[tuple(p.shape) for p in parts]};"
+            f" rank {rank} needs its own {tuple(packed.shape)} at index {rank} "
+            "(pass this process's rank)"
+        )
+    offset = sum(part.shape[1] for part in parts[:rank])
+    full = torch.cat([part.to(local.device) for part in parts], dim=1)
+    labels = full[1:].long()
+    return full[0].to(local.dtype), labels[0], labels[1], slice(offset, offset + n)
+
+
+def batch_pmf(
+    weighting: Weighting,
+    loss: Tensor,
+    class_idx: Tensor,
+    group_idx: Tensor,
+    progress: Progress,
+    all_gather: AllGather | None = None,
+    rank: int = 0,
+) -> Tensor:
+    """This rank's weights: ``softmax(F)`` over the whole global batch, detached.
+
+    The weighting sees every item of the global batch (so a choice such as CVaR's top ``k``,
+    or group DRO's group means, is the global one): :meth:`Weighting.update` advances its
+    state once (identical on every rank), then :meth:`Weighting.scores` scores the items.
+
+    Shape:
+        loss, class_idx, group_idx (N...) -> (N...).
+    """
+    g_loss, g_class, g_group, mine = gather_items(loss, class_idx, group_idx, all_gather, rank)
+    weighting.update(g_loss, g_class, g_group, progress)
+    p = pmf(weighting.scores(g_loss, g_class, g_group, progress))
+    return p[mine].reshape(loss.shape)
 
 
 def distributed_all_gather(scores: Tensor) -> list[Tensor]:

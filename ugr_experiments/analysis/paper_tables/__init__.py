@@ -10,6 +10,9 @@ title and a footer that states the protocol). ``scripts/make_tables.py`` writes 
   combined mean; ``class_ci`` and ``class_paired`` likewise.
 - Curriculum table: steps to reach validation SI-SDRi levels per schedule;
   ``curriculum_paired``: easy-first minus uniform on the test items.
+- Methods table (compare_methods, beyond the paper): one row per reweighting method in
+  Table 1's layout; ``compare_ci``, ``compare_paired`` (against uniform) and
+  ``compare_health`` (the pmf's ESS and max weight from TensorBoard).
 - ``runs``: every run found, with its status (complete, failed, incomplete).
 """
 
@@ -22,6 +25,7 @@ import pandas as pd
 
 from ugr_experiments.analysis.paper_tables.classes import class_tables
 from ugr_experiments.analysis.paper_tables.common import Options, TableOut
+from ugr_experiments.analysis.paper_tables.compare import compare_tables
 from ugr_experiments.analysis.paper_tables.curriculum import curriculum_tables
 from ugr_experiments.analysis.paper_tables.robust import robust_tables
 from ugr_experiments.analysis.report import KEYS, kind_of
@@ -34,6 +38,7 @@ __all__ = [
     "TableOut",
     "build_tables",
     "class_tables",
+    "compare_tables",
     "curriculum_tables",
     "inventory",
     "shown_path",
@@ -104,6 +109,7 @@ BUILDERS: dict[str, Callable[[Sequence[Run], Options], list[TableOut]]] = {
     "robust": robust_tables,
     "class": class_tables,
     "curriculum": curriculum_tables,
+    "compare": compare_tables,
 }
 
 

@@ -29,7 +29,17 @@ from ugr_experiments.analysis.tables import (
 STAT_HEADERS = ["mean", "std"] + [str(q) for q in PERCENTILES]
 SUBSETS = (("speech", "Speech"), ("environmental", "Env."), ("all", "Combined"))
 # Config keys that are expected to differ between the runs of one table.
-_VARYING = ("seed", "alpha", "weighting", "gamma_pair", "gamma_pairs", "schedule", "schedules")
+_VARYING = (
+    "seed",
+    "alpha",
+    "weighting",
+    "gamma_pair",
+    "gamma_pairs",
+    "schedule",
+    "schedules",
+    "method",
+    "methods",
+)
 _IGNORED = ("paths", "device", "train.progress", "train.num_workers", "eval.batch_size")
 
 DEFINITIONS = (

@@ -39,7 +39,7 @@ from ugr_experiments.analysis.tables import (
 PAPER_N = 2 * paper.SETTING["dataset.n_test"]
 
 
-def _ours_row(cond: Condition, summary: Any, key_cols: dict[str, Any]) -> tuple[dict, dict]:
+def ours_row(cond: Condition, summary: Any, key_cols: dict[str, Any]) -> tuple[dict, dict]:
     """Numeric and cell row of our runs for one alpha (all estimates)."""
     n = float(summary.mean.at["all", "n"])  # test source estimates per evaluation epoch
     numeric = {**key_cols, "source": "ours", "runs": summary.runs, "epochs": summary.epochs}
@@ -69,7 +69,7 @@ def table1(runs: Sequence[Run], conds: Sequence[Condition], root: Path | None) -
     for cond in conds:
         summary = summarize_condition(cond)
         summaries.append(summary)
-        n, c = _ours_row(cond, summary, {"alpha": cond.label})
+        n, c = ours_row(cond, summary, {"alpha": cond.label})
         numeric.append(n)
         cells.append(c)
         published = paper.table1_row(cond.key) if _is_esc50(cond) else None
