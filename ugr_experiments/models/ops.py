@@ -41,36 +41,6 @@ def cpu_fast_path(x: Tensor) -> bool:
         return not torch.is_autocast_cpu_enabled()
 
 
-class _BatchedAffine(torch.autograd.Function):
-    """``y[b] = W[b] @ x[b] + c[b]`` with W, c shared (leading 1) or per example (leading B).
-
-    Forward and backward are batched matrix products; the bias gradient is a plain sum,
-    so no (B, C_out, F) temporary is made for it (autograd's ``baddbmm`` makes one).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.shared = weight.shape[0] == 1 and x.shape[0] != 1
-        batch = x.shape[0]
-        return torch.baddbmm(shift.expand(batch, -1, -1), weight.expand(batch, -1, -1), x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_shift = None
-        if ctx.needs_input_grad[0]:
-            w_t = weight.transpose(1, 2).expand(grad.shape[0], -1, -1)  # (B, C_in, C_out)
-            grad_x = torch.bmm(w_t, grad)  # (B, C_in, F)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.bmm(grad, x.transpose(1, 2))  # (B, C_out, C_in)
-            if ctx.shared:
-                grad_w = grad_w.sum(0, keepdim=True)
-        if ctx.needs_input_grad[2]:
-            grad_shift = grad.sum((0, 2) if ctx.shared else 2).view(-1, grad.shape[1], 1)
-        return grad_x, grad_w, grad_shift
-
-
 def batched_affine(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
     """``weight @ x + shift`` per example, the weight shared over the batch.
 
@@ -84,11 +54,13 @@ def batched_affine(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
     """
     if not cpu_fast_path(x):
         return torch.matmul(weight, x) + shift
-    return _BatchedAffine.apply(x, weight[None], shift[None])
+    # oneDNN's 1x1 convolution: faster on the CPU than batched matrix products, forward and
+    # backward (scripts/bench_model.py; docs/models.md)
+    return F.conv1d(x, weight.unsqueeze(-1), shift.reshape(-1))
 
 
 def pointwise_conv1d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``nn.Conv1d(C_in, C_out, 1)`` as batched matrix products with the bias fused.
+    """``nn.Conv1d(C_in, C_out, 1)``: oneDNN's 1x1 convolution, on every device.
 
     Args:
         x: input features.
@@ -98,9 +70,7 @@ def pointwise_conv1d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     Shape:
         x (B, C_in, F) -> (B, C_out, F)
     """
-    if not cpu_fast_path(x):
-        return F.conv1d(x, weight, bias)
-    return _BatchedAffine.apply(x, weight.squeeze(-1)[None], bias[None, :, None])
+    return F.conv1d(x, weight, bias)
 
 
 def _prelu_backward(grad: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
