@@ -57,6 +57,7 @@ RANK_SENSITIVE = ("robust", "curriculum", "class", "cvar", "group_dro", "tilted_
 DRO_STEPS = 4  # group DRO's state is compared after this many steps
 # Float32 sums in another order: gradients (up to ~10 here) agree to ~1e-6 absolute.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+SCALED_ATOL = 1e-5  # x a gradient tensor's largest magnitude: float32 reordering noise
 # Adam moves every weight by about lr * sign(g): where g is float noise (the decoder bias: SI-SDR
 # ignores offsets, g ~ 1e-6) the sign is noise too, so weights are compared where |g| is not.
 NOISE = 1e-4
@@ -209,7 +210,11 @@ def single() -> dict[str, Any]:
 
 def assert_same_step(got: dict[str, Any], want: dict[str, Any]) -> None:
     for a, b in zip(got["grads"], want["grads"], strict=True):
-        torch.testing.assert_close(a, b, **TOLERANCE)
+        # Summing a batch of 2 per rank or 4 in one process reorders float32 sums (oneDNN
+        # splits them across threads by batch size): the error scales with the tensor's
+        # largest entry (the encoder's gradient reaches ~50; 1.8e-4 apart was seen).
+        atol = max(TOLERANCE["atol"], SCALED_ATOL * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=TOLERANCE["rtol"], atol=atol)
     compared = 0
     for a, b, g in zip(got["weights"], want["weights"], want["grads"], strict=True):
         signal = g.abs() > NOISE
