@@ -15,7 +15,7 @@ from typing import Any
 
 from ugr_experiments.data.audio import AudioDecodeError, AudioInfo, probe
 from ugr_experiments.data.corpus import GROUPS_OF, PREP_COMMAND, load_group_manifest
-from ugr_experiments.data.manifest import Manifest, manifest_digest
+from ugr_experiments.data.manifest import DIGEST_KEY, Manifest, manifest_digest
 
 __all__ = ["SHOWN_FILES", "USED_SPLITS", "DataError", "check_data", "manifest_digest"]
 
@@ -94,5 +94,7 @@ def check_data(dataset: dict[str, Any]) -> dict[str, dict[str, str]]:
         manifest = load_group_manifest(dataset, group)
         path = dataset["manifests"][group]
         check_files(manifest, f"dataset.manifests.{group}", PREP_COMMAND[group].format(path=path))
-        out[group] = {"manifest": str(path), "digest": manifest_digest(path)}
+        # record_manifests has already hashed it when the run started (dataset.manifest_sha256)
+        digest = (dataset.get(DIGEST_KEY) or {}).get(group) or manifest_digest(path)
+        out[group] = {"manifest": str(path), "digest": digest}
     return out
